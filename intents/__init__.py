@@ -1,0 +1,1 @@
+"""Intent detection, DTMF equivalence, entity normalization and caller signals (not yet built)."""

@@ -1,0 +1,113 @@
+"""Whisper ASR for caller turns, sized to the utterance.
+
+Whisper's encoder is trained on 30-second windows, and faster-whisper always pads to one: on this
+CPU that fixed cost (about 240 ms for tiny.en) dominated a short turn. CTranslate2 accepts shorter
+mel windows, so a turn is encoded in a window that fits it (at least ``MIN_WINDOW_S``), which cut
+the encoder to about 45 ms for a 10 s window with the same transcripts on our recordings
+(``bench/asr_window.py`` checks that). Decoding calls CTranslate2 directly with faster-whisper's
+own tokenizer and feature extractor; faster-whisper's ``transcribe()`` cannot take a shorter
+window.
+
+Whisper invents text on silence, so callers of ``transcribe`` pass voiced audio only (the VAD
+cuts it); segments Whisper itself scores as no-speech are still dropped here.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+
+from voice.audio import ASR_SAMPLE_RATE, int16_to_float
+from voice.settings import AsrSettings
+
+MIN_WINDOW_S = 10.0  # shorter windows made tiny.en repeat itself on 1-2 s turns
+WINDOW_STEP_S = 5.0
+FULL_WINDOW_S = 30.0
+_HOP = 160  # mel frames are 10 ms at 16 kHz
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    no_speech_prob: float
+    avg_logprob: float
+    audio_s: float
+    elapsed_ms: float
+    dropped: str | None = None  # why the text was discarded, if it was
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.text
+
+
+def window_frames(audio_s: float) -> int:
+    """Mel frames of the encoder window for an utterance of ``audio_s`` seconds."""
+    window_s = max(MIN_WINDOW_S, math.ceil((audio_s + 1.0) / WINDOW_STEP_S) * WINDOW_STEP_S)
+    return int(min(window_s, FULL_WINDOW_S) * ASR_SAMPLE_RATE / _HOP)
+
+
+class WhisperTranscriber:
+    """Transcribes one voiced turn at a time per worker; safe to share between calls."""
+
+    def __init__(self, model: WhisperModel, settings: AsrSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self._tokenizers: dict[str, Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    def _tokenizer(self, language: str) -> Tokenizer:
+        with self._lock:
+            if language not in self._tokenizers:
+                self._tokenizers[language] = Tokenizer(
+                    self.model.hf_tokenizer, self.model.model.is_multilingual,
+                    task="transcribe", language=language)
+            return self._tokenizers[language]
+
+    def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript:
+        """Transcribe int16 speech at 16 kHz (asserted: the model is trained at that rate)."""
+        if sample_rate != ASR_SAMPLE_RATE:
+            raise ValueError(f"ASR input must be {ASR_SAMPLE_RATE} Hz, got {sample_rate}")
+        started = time.perf_counter()
+        audio = int16_to_float(samples)
+        audio_s = len(audio) / ASR_SAMPLE_RATE
+        if len(audio) > FULL_WINDOW_S * ASR_SAMPLE_RATE:
+            audio = audio[: int(FULL_WINDOW_S * ASR_SAMPLE_RATE)]  # callers cut turns at 30 s
+        n_frames = window_frames(audio_s)
+        features = self.model.feature_extractor(audio, chunk_length=None)[:, :n_frames]
+        window = np.full((features.shape[0], n_frames), features.min(), dtype=np.float32)
+        window[:, : features.shape[1]] = features
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window[None]),
+                                          to_cpu=False)
+
+        language = self.settings.language
+        if language is None:
+            language = "en"
+            if self.model.model.is_multilingual:
+                language = self.model.model.detect_language(encoded)[0][0][0][2:-2]
+        tokenizer = self._tokenizer(language)
+        prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
+        # About 4 tokens a second of speech is generous; the cap stops a repetition loop early.
+        max_length = min(448, len(prompt) + int(12 + 8 * audio_s))
+        result = self.model.model.generate(
+            encoded, [prompt], beam_size=self.settings.beam_size, max_length=max_length,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            no_repeat_ngram_size=0, repetition_penalty=1.0)[0]
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        text = tokenizer.decode(tokens).strip()
+        length = max(1, len(tokens) + 1)
+        avg_logprob = result.scores[0] / length
+        dropped = None
+        if result.no_speech_prob > self.settings.no_speech_threshold and \
+                avg_logprob < self.settings.log_prob_threshold:
+            dropped, text = f"no-speech ({result.no_speech_prob:.2f})", ""
+        return Transcript(text=text, language=language, no_speech_prob=result.no_speech_prob,
+                          avg_logprob=avg_logprob, audio_s=audio_s,
+                          elapsed_ms=(time.perf_counter() - started) * 1000, dropped=dropped)

@@ -1,0 +1,136 @@
+"""The ``ivr`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _settings(args: argparse.Namespace):
+    from voice.settings import IvrSettings
+
+    overrides = {}
+    if getattr(args, "handler", None):
+        overrides["call__handler"] = args.handler
+    if getattr(args, "llm_url", None):
+        overrides["models__llm_url"] = args.llm_url
+    return IvrSettings.load(args.config, **overrides)
+
+
+def _quiet_logs(verbose: bool) -> None:
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if verbose else "WARNING")
+
+
+@contextlib.contextmanager
+def turn_handler(settings):
+    """The configured turn handler; 'llm' starts the embedded server unless a URL is given."""
+    from voice.turns import EchoTurnHandler, LlmTurnHandler
+
+    if settings.call.handler == "echo":
+        yield EchoTurnHandler(settings.call.greeting)
+        return
+    server = None
+    url = settings.models.llm_url
+    if url is None:
+        from models.llm_server import EmbeddedLlmServer
+        from models.registry import shared_registry
+
+        gguf = shared_registry(settings.models).llm_gguf_path()
+        server = EmbeddedLlmServer(gguf, port=settings.models.llm_port)
+        url = server.start()
+    try:
+        yield LlmTurnHandler(url, settings.call.llm_system_prompt, settings.call.llm_max_tokens,
+                             greeting=settings.call.greeting)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from voice.audio import read_audio
+    from voice.simulate import simulate_call, write_conversation
+
+    settings = _settings(args)
+    path = Path(args.recording)
+    if not path.exists():
+        print(f"ivr simulate: {path}: no such file", file=sys.stderr)
+        return 2
+    try:
+        chunk = read_audio(path)
+    except Exception as error:  # any decoder error: say what and stop
+        print(f"ivr simulate: {path}: cannot read audio ({error})", file=sys.stderr)
+        return 2
+    if len(chunk.samples) == 0:
+        print(f"ivr simulate: {path}: the recording is empty", file=sys.stderr)
+        return 2
+
+    def show(record) -> None:
+        print(record.to_json(), flush=True)
+
+    with turn_handler(settings) as handler:
+        result = asyncio.run(simulate_call(chunk, settings, realtime=not args.fast,
+                                           handler=handler, on_turn=show))
+    if args.out:
+        write_conversation(result, args.out, stereo=args.stereo)
+    summary = {"event": "call-end", "turns": len(result.turns),
+               "caller_seconds": round(result.duration_s, 2),
+               "caller_rate": result.caller_rate, "transport_rate": result.transport_rate}
+    if not result.turns:
+        summary["note"] = "no caller speech detected (silence or noise only): nothing to answer"
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+def cmd_models_check(args: argparse.Namespace) -> int:
+    from models.registry import shared_registry
+
+    settings = _settings(args)
+    results = shared_registry(settings.models).check()
+    width = max(len(r.name) for r in results)
+    print(f"{'model':<{width}}  {'device':<14} {'load ms':>8} {'infer ms':>9}  result")
+    for r in results:
+        print(f"{r.name:<{width}}  {r.device:<14} {r.load_ms:>8.0f} {r.infer_ms:>9.1f}  "
+              f"{'ok' if r.ok else 'FAILED'} {r.detail}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ivr", description="Voice IVR")
+    parser.add_argument("--config", type=Path, default=None, help="settings YAML file")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="play a recording as a caller")
+    simulate.add_argument("recording", help="WAV (any rate) or any audio file PyAV decodes")
+    simulate.add_argument("--fast", action="store_true",
+                          help="do not pace in real time (stage times are processing times)")
+    simulate.add_argument("--out", type=Path, help="write the reply audio as a WAV")
+    simulate.add_argument("--stereo", action="store_true",
+                          help="with --out: left channel caller, right channel IVR")
+    simulate.add_argument("--handler", choices=["echo", "llm"])
+    simulate.add_argument("--llm-url", help="OpenAI-compatible base URL for --handler llm")
+    simulate.set_defaults(func=cmd_simulate)
+
+    models = commands.add_parser("models", help="model registry")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    check = models_commands.add_parser("check", help="load each model and run one inference")
+    check.set_defaults(func=cmd_models_check)
+
+    args = parser.parse_args(argv)
+    _quiet_logs(args.verbose)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""End-of-turn policy: a small state machine fed (stream seconds, is-speech) per frame.
+
+It knows nothing about audio or models (the VAD supplies the speech decision), so it is tested
+with literal timelines. See ``TurnSettings`` for the two-step decision (early pause, confirmation).
+
+Why not pipecat's VADAnalyzer/turn analyzers: they have one stop time per analyzer, while a phone
+flow needs the wait to depend on what was said (a trailing "and", digits read out in groups) and a
+speculative step that starts ASR before the turn is confirmed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from voice.settings import TurnSettings
+
+
+class TurnEventKind(StrEnum):
+    SPEECH_STARTED = "speech-started"
+    EARLY_PAUSE = "early-pause"
+    SPEECH_RESUMED = "speech-resumed"
+    TURN_ENDED = "turn-ended"
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    kind: TurnEventKind
+    at_s: float  # stream time at which the decision was taken
+    speech_start_s: float
+    speech_end_s: float  # end of the last speech frame so far
+    forced: bool = False  # turn cut by max_turn_s rather than by silence
+
+
+_RESUME_FRAMES = 2  # consecutive speech frames that resume a paused turn (one frame is a click)
+
+
+class TurnSegmenter:
+    """Turns a per-frame speech decision into caller turns."""
+
+    def __init__(self, settings: TurnSettings, frame_s: float) -> None:
+        if frame_s <= 0:
+            raise ValueError("frame_s must be positive")
+        self.settings = settings
+        self.frame_s = frame_s
+        self._reset()
+
+    def _reset(self) -> None:
+        self.in_turn = False  # SPEECH_STARTED fired, TURN_ENDED not yet
+        self.paused = False  # EARLY_PAUSE fired, waiting for confirmation or resumption
+        self._candidate_start: float | None = None
+        self._speech_s = 0.0  # speech accumulated by the candidate or the turn
+        self.speech_start_s = 0.0
+        self.speech_end_s = 0.0
+        self._resume_run = 0
+        self.required_silence_ms: float | None = None  # None while the transcript is pending
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds of speech in the current turn (or candidate onset)."""
+        return self._speech_s
+
+    def push(self, t_s: float, is_speech: bool) -> list[TurnEvent]:
+        """Feed one frame that ends at stream time ``t_s``."""
+        events: list[TurnEvent] = []
+        frame_start = t_s - self.frame_s
+        if not self.in_turn:
+            if is_speech:
+                if self._candidate_start is None:
+                    self._candidate_start = frame_start
+                self._speech_s += self.frame_s
+                self.speech_end_s = t_s
+                if self._speech_s * 1000 >= self.settings.min_speech_ms:
+                    self.in_turn = True
+                    self.speech_start_s = self._candidate_start
+                    events.append(self._event(TurnEventKind.SPEECH_STARTED, t_s))
+            elif self._candidate_start is not None and \
+                    (t_s - self.speech_end_s) * 1000 >= self.settings.early_pause_ms:
+                self._reset()  # a blip too short to be speech
+            return events
+
+        if is_speech:
+            self._speech_s += self.frame_s
+            if self.paused:
+                self._resume_run += 1
+                if self._resume_run >= _RESUME_FRAMES:
+                    self.paused = False
+                    self.required_silence_ms = None
+                    self.speech_end_s = t_s
+                    events.append(self._event(TurnEventKind.SPEECH_RESUMED, t_s))
+            else:
+                self.speech_end_s = t_s
+        else:
+            self._resume_run = 0
+            silence_ms = (t_s - self.speech_end_s) * 1000
+            if not self.paused and silence_ms >= self.settings.early_pause_ms:
+                self.paused = True
+                self.required_silence_ms = None
+                events.append(self._event(TurnEventKind.EARLY_PAUSE, t_s))
+            events.extend(self._maybe_end(t_s))
+
+        if self.in_turn and t_s - self.speech_start_s >= self.settings.max_turn_s:
+            events.append(self._event(TurnEventKind.TURN_ENDED, t_s, forced=True))
+            self._reset()
+        return events
+
+    def set_required_silence(self, silence_ms: float, now_s: float) -> list[TurnEvent]:
+        """Called when the speculative transcript tells how long to wait; may end the turn now."""
+        if not (self.in_turn and self.paused):
+            return []
+        self.required_silence_ms = silence_ms
+        return self._maybe_end(now_s)
+
+    def _maybe_end(self, t_s: float) -> list[TurnEvent]:
+        if not self.paused:
+            return []
+        silence_ms = (t_s - self.speech_end_s) * 1000
+        # While the transcript is pending, wait at most as long as the longest rule would.
+        required = self.required_silence_ms
+        if required is None:
+            required = max(self.settings.digits_silence_ms, self.settings.incomplete_silence_ms)
+        if silence_ms + 1e-6 < required:
+            return []
+        event = self._event(TurnEventKind.TURN_ENDED, t_s)
+        self._reset()
+        return [event]
+
+    def _event(self, kind: TurnEventKind, t_s: float, forced: bool = False) -> TurnEvent:
+        return TurnEvent(kind, t_s, self.speech_start_s, self.speech_end_s, forced)
+
+
+_TRAILING_WORDS = frozenset(
+    "and or but so because um uh er erm the a an to of my is was with for like if then "
+    "that which my your our".split())
+_DIGIT_WORDS = frozenset(
+    "zero oh o one two three four five six seven eight nine double triple".split())
+
+
+def _ends_with_digits(words: list[str]) -> int:
+    """How many digit tokens (figures or spoken digits) end the utterance."""
+    count = 0
+    for word in reversed(words):
+        if word.isdigit() or word in _DIGIT_WORDS:
+            count += 1
+        else:
+            break
+    return count
+
+
+def required_silence_ms(text: str, settings: TurnSettings, *, expect_digits: bool = False) -> float:
+    """How long to wait after ``text`` before deciding the caller has finished.
+
+    A sentence that trails off, or a number still being read out, gets more time; the rest gets
+    the short confirmation wait.
+    """
+    stripped = text.strip()
+    words = [w.strip(".,!?;:-\"'").lower() for w in stripped.split()]
+    words = [w for w in words if w]
+    if not words:
+        return settings.confirm_silence_ms
+    trailing_digits = _ends_with_digits(words)
+    if trailing_digits and (expect_digits or trailing_digits >= 3):
+        return settings.digits_silence_ms
+    if stripped.endswith((",", "...", "-")) or words[-1] in _TRAILING_WORDS:
+        return settings.incomplete_silence_ms
+    return settings.confirm_silence_ms

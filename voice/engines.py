@@ -1,0 +1,84 @@
+"""The models of the voice path, loaded once per process and shared by every call.
+
+Inference is CPU-heavy and blocking, so it runs in thread pools sized to the cores (CTranslate2,
+ONNX Runtime and Piper release the GIL while they compute); the event loop only awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from piper import SynthesisConfig
+
+from models.registry import shared_registry
+from voice.asr import Transcript, WhisperTranscriber
+from voice.audio import ASR_SAMPLE_RATE, resample
+from voice.settings import IvrSettings
+
+
+class VoiceEngines:
+    """ASR, TTS and VAD models plus the pools they run in."""
+
+    def __init__(self, settings: IvrSettings) -> None:
+        self.settings = settings
+        self.registry = shared_registry(settings.models)
+        self.transcriber = WhisperTranscriber(self.registry.whisper(), settings.asr)
+        self.fallback_transcriber: WhisperTranscriber | None = None
+        self.voice = self.registry.piper_voice()
+        self.silero_session = self.registry.silero_session() if settings.vad.use_silero else None
+        self.syn_config = SynthesisConfig(length_scale=settings.tts.length_scale)
+        cores = os.cpu_count() or 1
+        self.asr_pool = ThreadPoolExecutor(settings.asr.workers, thread_name_prefix="asr")
+        self.tts_pool = ThreadPoolExecutor(max(1, min(2, cores)), thread_name_prefix="tts")
+        self._lock = threading.Lock()
+
+    def fallback(self) -> WhisperTranscriber | None:
+        """The smaller ASR model of the degradation ladder, loaded on first use."""
+        name = self.settings.budget.asr_fallback
+        if name is None:
+            return None
+        with self._lock:
+            if self.fallback_transcriber is None:
+                self.fallback_transcriber = WhisperTranscriber(self.registry.whisper(name),
+                                                               self.settings.asr)
+        return self.fallback_transcriber
+
+    async def transcribe(self, audio16: np.ndarray, transcriber: WhisperTranscriber | None = None
+                         ) -> Transcript:
+        model = transcriber or self.transcriber
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.asr_pool, model.transcribe, audio16,
+                                          ASR_SAMPLE_RATE)
+
+    def _synthesize(self, text: str, rate: int) -> bytes:
+        chunks = [c.audio_int16_array for c in self.voice.synthesize(text, self.syn_config)]
+        if not chunks:
+            return b""
+        audio = np.concatenate(chunks)
+        return resample(audio, self.voice.config.sample_rate, rate).tobytes()
+
+    async def synthesize(self, text: str, rate: int) -> bytes:
+        """One sentence as int16 PCM at ``rate``."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.tts_pool, self._synthesize, text, rate)
+
+    def close(self) -> None:
+        self.asr_pool.shutdown(wait=False, cancel_futures=True)
+        self.tts_pool.shutdown(wait=False, cancel_futures=True)
+
+
+_engines: VoiceEngines | None = None
+_engines_lock = threading.Lock()
+
+
+def shared_engines(settings: IvrSettings) -> VoiceEngines:
+    """The process-wide engines (the first caller's settings choose the models)."""
+    global _engines
+    with _engines_lock:
+        if _engines is None:
+            _engines = VoiceEngines(settings)
+        return _engines

@@ -1,0 +1,43 @@
+"""Frames of our own that flow through the pipecat pipeline, beside pipecat's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipecat.frames.frames import DataFrame, OutputAudioRawFrame, SystemFrame
+
+from voice.turns import CallerTurn
+
+
+@dataclass
+class CallerTurnFrame(DataFrame):
+    """A confirmed caller turn with its transcript (listen stage -> respond stage)."""
+
+    turn: CallerTurn
+
+
+@dataclass
+class ReplyTextFrame(DataFrame):
+    """A piece of reply text for one turn (respond stage -> speak stage); ``last`` closes it."""
+
+    reply_id: int
+    turn_index: int
+    text: str
+    last: bool = False
+
+
+@dataclass
+class ReplyAudioFrame(OutputAudioRawFrame):
+    """Synthesized reply audio at the transport rate (speak stage -> playout)."""
+
+    reply_id: int = 0
+    turn_index: int = 0
+    sentence: str = ""
+    last: bool = False  # the final chunk of the reply
+
+
+@dataclass
+class ResumeReplyFrame(SystemFrame):
+    """The barge-in was noise or a backchannel: say the interrupted reply again from its sentence."""
+
+    reply_id: int

@@ -1,0 +1,174 @@
+"""One call: its pipeline, its turn records, and the state its stages share."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from loguru import logger
+from pipecat.frames.frames import EndFrame, Frame, InputAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.workers.runner import WorkerRunner
+
+from voice.asr import Transcript
+from voice.engines import VoiceEngines, shared_engines
+from voice.playout import Interrupted, PlayoutBuffer, PlayoutEvent, PlayoutEventKind
+from voice.records import LadderStep, TurnRecord
+from voice.settings import IvrSettings
+from voice.stages import ListenStage, PlayoutStage, RespondStage, SpeakStage
+from voice.turns import CallInfo, EchoTurnHandler, Expect, TurnHandler
+
+TurnCallback = Callable[[TurnRecord], None]
+
+
+class CallSession:
+    """Owns one call's pipeline; the transport feeds ``push_audio`` and reads ``pull_audio``."""
+
+    def __init__(self, settings: IvrSettings, transport_rate: int, *,
+                 handler: TurnHandler | None = None, call_info: CallInfo | None = None,
+                 on_turn: TurnCallback | None = None, fast: bool = False,
+                 engines: VoiceEngines | None = None) -> None:
+        if transport_rate not in (8000, 16000):
+            raise ValueError(f"transport rate {transport_rate} Hz: use 8000 or 16000")
+        self.settings = settings
+        self.transport_rate = transport_rate
+        self.call_info = call_info or CallInfo(call_id=uuid.uuid4().hex[:12])
+        self.call_id = self.call_info.call_id
+        self.handler: TurnHandler = handler or EchoTurnHandler(settings.call.greeting)
+        self.on_turn = on_turn
+        self.fast = fast
+        self.engines = engines or shared_engines(settings)
+        self.silero_session = self.engines.silero_session
+        self.playout = PlayoutBuffer(transport_rate, settings.audio.frame_ms)
+        self.expect = Expect.ANYTHING
+        self.last_interrupted: Interrupted | None = None
+        self.hangup_after_reply: int | None = None
+        self.hangup_requested = asyncio.Event()
+        self.turns: dict[int, TurnRecord] = {}
+        self._emitted: set[int] = set()
+        self._heard: dict[int, list[str]] = {}  # reply id -> sentences played in full
+        self._asr_downgraded = False
+        self.frames_processed = 0
+        self._frame_event = asyncio.Event()
+
+        self.listen = ListenStage(self)
+        self.pipeline = Pipeline([self.listen, RespondStage(self), SpeakStage(self),
+                                  PlayoutStage(self)])
+        self.worker = PipelineWorker(
+            self.pipeline,
+            params=PipelineParams(audio_in_sample_rate=transport_rate,
+                                  audio_out_sample_rate=transport_rate),
+            idle_timeout_secs=None, enable_rtvi=False, enable_turn_tracking=False,
+            name=f"call-{self.call_id}")
+        self._runner_task: asyncio.Task | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+        await runner.add_workers(self.worker)
+        self._runner_task = asyncio.create_task(runner.run(),
+                                                name=f"call-{self.call_id}-pipeline")
+
+    async def push_audio(self, pcm: bytes) -> None:
+        """One transport frame of caller audio (int16 at the transport rate)."""
+        await self.worker.queue_frame(InputAudioRawFrame(
+            audio=pcm, sample_rate=self.transport_rate, num_channels=1))
+
+    async def push_frame(self, frame: Frame) -> None:
+        await self.worker.queue_frame(frame)
+
+    async def end(self, reason: str = "caller-hangup") -> None:
+        """The caller's audio ended: finish the pipeline, then write every turn record."""
+        await self.worker.queue_frame(EndFrame())
+        if self._runner_task is not None:
+            await self._runner_task
+        await self.handler.end_call(reason)
+        for index in sorted(self.turns):
+            self._emit(index)
+
+    # -- transport side --------------------------------------------------------------------------
+
+    def pull_audio(self) -> bytes:
+        """One frame of reply audio for the transport (silence when we say nothing)."""
+        pcm, events = self.playout.pull()
+        for event in events:
+            self._on_playout(event)
+        return pcm
+
+    @property
+    def bot_speaking(self) -> bool:
+        return self.playout.playing
+
+    def on_caller_frame_processed(self) -> None:
+        self.frames_processed += 1
+        self._frame_event.set()
+
+    async def wait_frames_processed(self, count: int) -> None:
+        while self.frames_processed < count:
+            self._frame_event.clear()
+            await self._frame_event.wait()
+
+    # -- models ------------------------------------------------------------------------------------
+
+    async def transcribe(self, audio16) -> Transcript:
+        transcriber = self.engines.fallback() if self._asr_downgraded else None
+        return await self.engines.transcribe(audio16, transcriber)
+
+    async def synthesize(self, text: str) -> bytes:
+        return await self.engines.synthesize(text, self.transport_rate)
+
+    def downgrade_asr(self) -> None:
+        if not self._asr_downgraded:
+            logger.warning(f"{self.call_id}: ASR over budget, switching to the fallback model")
+            self._asr_downgraded = True
+            self._pending_ladder = LadderStep.SMALLER_ASR.value
+
+    # -- turn records --------------------------------------------------------------------------------
+
+    def add_turn(self, record: TurnRecord) -> None:
+        ladder = getattr(self, "_pending_ladder", None)
+        if ladder:
+            record.ladder.append(ladder)
+            self._pending_ladder = None
+        self.turns[record.index] = record
+
+    def turn(self, index: int) -> TurnRecord:
+        return self.turns[abs(index)]
+
+    def turn_done(self, index: int) -> None:
+        self._emit(index)
+
+    def _on_playout(self, event: PlayoutEvent) -> None:
+        record = self.turns.get(abs(event.turn_index)) if event.turn_index else None
+        if event.kind == PlayoutEventKind.FIRST_SAMPLE:
+            if record is not None and record.times.first_sample is None:
+                record.times.first_sample = event.at
+        elif event.kind == PlayoutEventKind.SENTENCE_PLAYED:
+            self._heard.setdefault(event.reply_id, []).append(event.sentence)
+        elif event.kind == PlayoutEventKind.REPLY_PLAYED:
+            if record is not None and event.turn_index > 0:
+                self._emit(record.index)
+            if self.hangup_after_reply == event.reply_id:
+                self.hangup_requested.set()
+
+    def on_interrupted(self, interrupted: Interrupted | None) -> None:
+        if interrupted is None:
+            return
+        self.last_interrupted = interrupted
+        record = self.turns.get(abs(interrupted.turn_index)) if interrupted.turn_index else None
+        if record is not None:
+            record.reply_interrupted = True
+            record.reply_heard = " ".join(self._heard.get(interrupted.reply_id, []))
+            self._emit(record.index)
+
+    def _emit(self, index: int) -> None:
+        if index in self._emitted or index not in self.turns:
+            return
+        record = self.turns[index]
+        self._emitted.add(index)
+        record.compute_stages(self.settings.budget)
+        if self.on_turn is not None:
+            self.on_turn(record)

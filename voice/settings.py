@@ -1,0 +1,190 @@
+"""One typed settings object for the whole IVR: a YAML file, overridden by environment variables.
+
+Environment variables use the prefix ``IVR_`` and ``__`` between levels, for example
+``IVR_TURN__CONFIRM_SILENCE_MS=500`` or ``IVR_MODELS__ASR_MODEL=/opt/whisper-small``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from models.config import ModelSettings
+
+
+class AudioSettings(BaseModel):
+    """Audio framing at the transport edge."""
+
+    frame_ms: int = Field(20, description="Frame length. 20 ms is the RTP/G.711 packet size; "
+                          "shorter frames cost more per-frame overhead, longer ones add latency.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AudioSettings:
+        if self.frame_ms not in (10, 20, 30):
+            raise ValueError("audio.frame_ms must be 10, 20 or 30 (webrtcvad frame sizes)")
+        return self
+
+
+class VadSettings(BaseModel):
+    """Voice activity detection: webrtcvad as a cheap gate, Silero to confirm."""
+
+    use_webrtcvad: bool = Field(True, description="Run webrtcvad first; frames it calls silence "
+                                "skip Silero. Saves CPU per call; off makes Silero see every frame.")
+    webrtcvad_mode: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness. Higher "
+                                "rejects more line noise but clips soft word onsets.")
+    use_silero: bool = Field(True, description="Confirm speech with Silero. Off leaves webrtcvad "
+                             "alone, which fires on noise and music.")
+    silero_threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability above which "
+                                    "a frame counts as speech. Lower catches quiet talkers and "
+                                    "more noise.")
+
+
+class TurnSettings(BaseModel):
+    """End-of-turn detection.
+
+    The turn is decided in two steps. After ``early_pause_ms`` of silence the audio so far is sent
+    to ASR speculatively; the turn is confirmed once the silence reaches the required length,
+    which depends on what was said: a complete sentence needs ``confirm_silence_ms``, a trailing
+    "and"/"um" needs ``incomplete_silence_ms``, and a digit string while the flow expects digits
+    needs ``digits_silence_ms`` (callers pause between groups of an account number). If the caller
+    resumes before confirmation, the speculative transcript is dropped and the turn continues.
+    """
+
+    min_speech_ms: int = Field(100, description="Speech shorter than this is not a turn (clicks, "
+                               "coughs). Larger ignores more noise and drops a curt 'no'.")
+    early_pause_ms: int = Field(120, description="Silence after which ASR starts speculatively. "
+                                "Smaller answers sooner and runs ASR more often mid-sentence.")
+    confirm_silence_ms: int = Field(360, description="Silence that ends a turn whose text looks "
+                                    "complete. Smaller answers sooner and cuts off slow talkers.")
+    incomplete_silence_ms: int = Field(1000, description="Silence that ends a turn whose text "
+                                       "trails off ('and', 'um', a comma).")
+    digits_silence_ms: int = Field(1600, description="Silence that ends a turn ending in digits "
+                                   "while the flow expects a number read out in groups.")
+    max_turn_s: float = Field(30.0, description="A monologue is cut into turns of at most this "
+                              "length (Whisper's window is 30 s).")
+    pre_speech_pad_ms: int = Field(200, description="Audio kept before detected speech onset so "
+                                   "ASR hears the first phoneme.")
+    post_speech_pad_ms: int = Field(120, description="Audio kept after the last speech frame. "
+                                    "More keeps trailing consonants and feeds Whisper silence, "
+                                    "on which it hallucinates.")
+
+
+class BargeInSettings(BaseModel):
+    """Caller speech while we talk."""
+
+    enabled: bool = True
+    min_speech_ms: int = Field(140, description="Confirmed speech needed before our audio stops. "
+                               "Must stay under 200 ms (the stop deadline) minus a frame; larger "
+                               "rides over coughs and 'uh-huh'.")
+    resume_on_backchannel: bool = Field(True, description="If the interrupting sound transcribes "
+                                        "to nothing or to a backchannel ('uh-huh', 'okay'), "
+                                        "resume the interrupted reply from its sentence.")
+
+
+class AsrSettings(BaseModel):
+    """Whisper decoding options (the model itself is chosen in ``models``)."""
+
+    language: str | None = Field("en", description="Fixed language skips detection (faster). "
+                                 "None detects it, only with a multilingual model.")
+    beam_size: int = Field(1, ge=1, description="1 is greedy: fastest; 5 is Whisper's default and "
+                           "about twice as slow on CPU for a small accuracy gain.")
+    no_speech_threshold: float = Field(0.6, description="Segments Whisper itself marks as "
+                                       "no-speech above this probability are dropped.")
+    log_prob_threshold: float = Field(-1.0, description="Segments with average log-probability "
+                                      "below this and high no-speech probability are dropped.")
+    workers: int = Field(1, ge=1, description="Concurrent transcriptions per process. Each uses "
+                         "models.asr_cpu_threads threads.")
+
+
+class TtsSettings(BaseModel):
+    """Piper synthesis."""
+
+    length_scale: float | None = Field(None, description="Speaking rate: below 1 is faster. None "
+                                       "keeps the voice's own.")
+    acknowledgement: str = Field("One moment.", description="Said when the reply runs late "
+                                 "(degradation ladder step 'acknowledge').")
+
+
+class BudgetSettings(BaseModel):
+    """The per-turn latency budget, in milliseconds, and what acts when a stage overruns.
+
+    The stages partition the caller's wait, from the end of their speech to the first sample of
+    our reply handed to the transport.
+    """
+
+    end_of_turn_ms: float = Field(400, description="End of speech -> turn decided (ASR started).")
+    asr_ms: float = Field(350, description="ASR of the final turn audio.")
+    nlu_ms: float = Field(15, description="Intent detection inside the turn manager.")
+    turn_manager_ms: float = Field(300, description="Turn manager to first reply text (LLM first "
+                                   "token or template). Overrun: switch to the template reply.")
+    tts_first_audio_ms: float = Field(150, description="Reply text -> first synthesized audio.")
+    transport_ms: float = Field(40, description="First synthesized audio -> first sample handed "
+                                "to the transport.")
+    total_ms: float = Field(900, description="Caller-perceived total.")
+    acknowledge_after_ms: float = Field(1200, description="If no reply audio has started this "
+                                        "long after the turn was decided, say the acknowledgement "
+                                        "while work continues.")
+    asr_overruns_before_downgrade: int = Field(3, description="Consecutive ASR overruns after "
+                                               "which the call switches to models.asr_fallback.")
+    asr_fallback: str | None = Field(None, description="Smaller ASR model used after repeated "
+                                     "overruns (for example 'tiny.en' when the main one is "
+                                     "'base'). None disables that step.")
+
+
+class CallSettings(BaseModel):
+    """Conversation-level choices."""
+
+    handler: Literal["echo", "llm"] = Field("echo", description="Turn handler until the intents "
+                                            "turn manager exists: 'echo' repeats what was "
+                                            "understood; 'llm' answers with the configured LLM.")
+    greeting: str | None = Field(None, description="Said when the call starts. None: no greeting.")
+    llm_system_prompt: str = Field(
+        "You are the voice assistant of a contact centre. Answer in one or two short spoken "
+        "sentences. Never invent account details.",
+        description="System prompt of the 'llm' handler.")
+    llm_max_tokens: int = Field(60, description="Reply length cap for the 'llm' handler.")
+
+
+class IvrSettings(BaseSettings):
+    """Everything configurable, validated at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="IVR_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    turn: TurnSettings = Field(default_factory=TurnSettings)
+    barge_in: BargeInSettings = Field(default_factory=BargeInSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    call: CallSettings = Field(default_factory=CallSettings)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first so that it overrides the YAML file, which arrives as init values.
+        return env_settings, init_settings
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, **overrides: Any) -> IvrSettings:
+        """Read ``path`` (YAML) if given, apply ``overrides`` on top, then the environment."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(raw, dict):
+                raise ValueError(f"{path}: the settings file must be a YAML mapping")
+            values = raw
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition("__")
+            values.setdefault(section, {})[key] = value
+        return cls(**values)
