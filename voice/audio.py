@@ -103,7 +103,6 @@ class StreamResampler:
 
 # G.711 mu-law, as telephone trunks carry it (ITU-T G.711, the table form of the standard).
 _MU_BIAS = 0x84
-_MU_CLIP = 32635
 
 
 def _build_mulaw_decode_table() -> np.ndarray:
@@ -121,14 +120,16 @@ _MULAW_DECODE = _build_mulaw_decode_table()
 
 
 def mulaw_encode(samples: np.ndarray) -> bytes:
-    """Encode int16 PCM as G.711 mu-law bytes."""
-    pcm = samples.astype(np.int32)
-    sign = np.where(pcm < 0, 0x80, 0)
-    magnitude = np.minimum(np.abs(pcm), _MU_CLIP) + _MU_BIAS
-    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
-    exponent = np.clip(exponent, 0, 7)
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    """Encode int16 PCM as G.711 mu-law bytes (the reference g711.c algorithm, 14-bit domain)."""
+    x = samples.astype(np.int32) >> 2
+    mask = np.where(x < 0, 0x7F, 0xFF)
+    x = np.minimum(np.abs(x), 8159) + 33
+    segment = np.searchsorted(_MU_SEGMENT_ENDS, x)  # first end >= x
+    uval = np.where(segment >= 8, 0x7F, (segment << 4) | ((x >> (segment + 1)) & 0x0F))
+    return (uval ^ mask).astype(np.uint8).tobytes()
+
+
+_MU_SEGMENT_ENDS = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
 
 
 def mulaw_decode(data: bytes) -> np.ndarray:

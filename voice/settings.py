@@ -77,9 +77,10 @@ class BargeInSettings(BaseModel):
     """Caller speech while we talk."""
 
     enabled: bool = True
-    min_speech_ms: int = Field(140, description="Confirmed speech needed before our audio stops. "
-                               "Must stay under 200 ms (the stop deadline) minus a frame; larger "
-                               "rides over coughs and 'uh-huh'.")
+    min_speech_ms: int = Field(100, description="Confirmed speech needed before our audio stops. "
+                               "VAD onset and one frame of playout come on top, and the stop "
+                               "deadline is 200 ms; larger rides over more coughs, and a cut "
+                               "that turns out to be noise is resumed anyway.")
     resume_on_backchannel: bool = Field(True, description="If the interrupting sound transcribes "
                                         "to nothing or to a backchannel ('uh-huh', 'okay'), "
                                         "resume the interrupted reply from its sentence.")

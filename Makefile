@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything they need is set up here.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+IVR    := $(VENV)/bin/ivr
+STAMP  := $(VENV)/.installed
+APT_PACKAGES :=
+
+.PHONY: setup demo test test-fast bench system-deps clean
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	# torch first and pinned: this machine has its CPU build; anything else pulls GBs of CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: system-deps $(STAMP)
+
+demo: setup
+	@mkdir -p out
+	$(IVR) models check
+	@echo "--- a simulated 8 kHz phone call, played in real time (echo turn handler) ---"
+	$(IVR) simulate tests/fixtures/calls/two_turns_8k.wav --out out/demo_reply.wav
+	@echo "--- the same kind of call answered by the embedded LLM (SmolLM2 on loopback) ---"
+	$(IVR) simulate tests/fixtures/calls/order_question_8k.wav --handler llm --out out/demo_llm_reply.wav
+	@echo "reply audio: out/demo_reply.wav, out/demo_llm_reply.wav"
+
+test: setup
+	$(PY) -m pytest -q -rs
+
+# While iterating: skip the real-time end-to-end tests.
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow'
+
+bench: setup
+	$(PY) bench/latency.py
+
+clean:
+	rm -rf $(VENV) out

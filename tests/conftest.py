@@ -1,0 +1,35 @@
+"""Shared fixtures: the real models (loaded once per test session) and the caller recordings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CALLS = FIXTURES / "calls"
+
+
+@pytest.fixture(scope="session")
+def calls_manifest() -> dict:
+    """Where each utterance of each fixture call starts and ends (caller-side truth)."""
+    return json.loads((CALLS / "calls.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from voice.settings import IvrSettings
+
+    return IvrSettings()
+
+
+@pytest.fixture(scope="session")
+def engines(settings):
+    from voice.engines import shared_engines
+
+    return shared_engines(settings)
