@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelSettings(BaseModel):
     """Which models to load and where."""
+
+    model_config = ConfigDict(extra="forbid")
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is present.")
     asr_model: str = Field("tiny.en", description="'tiny.en' or 'base' (bundled) or a faster-whisper model directory.")

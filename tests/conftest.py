@@ -33,3 +33,13 @@ def engines(settings):
     from voice.engines import shared_engines
 
     return shared_engines(settings)
+
+
+def pytest_configure(config) -> None:
+    """pipecat logs every frame link at DEBUG; keep test output to what matters."""
+    import sys
+
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")

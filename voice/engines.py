@@ -27,7 +27,7 @@ class VoiceEngines:
         self.settings = settings
         self.registry = shared_registry(settings.models)
         self.transcriber = WhisperTranscriber(self.registry.whisper(), settings.asr)
-        self.fallback_transcriber: WhisperTranscriber | None = None
+        self._fallbacks: dict[str, WhisperTranscriber] = {}
         self.voice = self.registry.piper_voice()
         self.silero_session = self.registry.silero_session() if settings.vad.use_silero else None
         self.syn_config = SynthesisConfig(length_scale=settings.tts.length_scale)
@@ -36,16 +36,13 @@ class VoiceEngines:
         self.tts_pool = ThreadPoolExecutor(max(1, min(2, cores)), thread_name_prefix="tts")
         self._lock = threading.Lock()
 
-    def fallback(self) -> WhisperTranscriber | None:
+    def fallback(self, name: str) -> WhisperTranscriber:
         """The smaller ASR model of the degradation ladder, loaded on first use."""
-        name = self.settings.budget.asr_fallback
-        if name is None:
-            return None
         with self._lock:
-            if self.fallback_transcriber is None:
-                self.fallback_transcriber = WhisperTranscriber(self.registry.whisper(name),
-                                                               self.settings.asr)
-        return self.fallback_transcriber
+            if name not in self._fallbacks:
+                self._fallbacks[name] = WhisperTranscriber(self.registry.whisper(name),
+                                                           self.settings.asr)
+            return self._fallbacks[name]
 
     async def transcribe(self, audio16: np.ndarray, transcriber: WhisperTranscriber | None = None
                          ) -> Transcript:

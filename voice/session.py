@@ -114,7 +114,9 @@ class CallSession:
     # -- models ------------------------------------------------------------------------------------
 
     async def transcribe(self, audio16) -> Transcript:
-        transcriber = self.engines.fallback() if self._asr_downgraded else None
+        fallback = self.settings.budget.asr_fallback
+        transcriber = self.engines.fallback(fallback) if self._asr_downgraded and fallback \
+            else None
         return await self.engines.transcribe(audio16, transcriber)
 
     async def synthesize(self, text: str) -> bytes:

@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from models.config import ModelSettings
 
 
-class AudioSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: unknown keys are refused (a misspelt option must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AudioSettings(Section):
     """Audio framing at the transport edge."""
 
     frame_ms: int = Field(20, description="Frame length. 20 ms is the RTP/G.711 packet size; "
@@ -29,7 +35,7 @@ class AudioSettings(BaseModel):
         return self
 
 
-class VadSettings(BaseModel):
+class VadSettings(Section):
     """Voice activity detection: webrtcvad as a cheap gate, Silero to confirm."""
 
     use_webrtcvad: bool = Field(True, description="Run webrtcvad first; frames it calls silence "
@@ -43,7 +49,7 @@ class VadSettings(BaseModel):
                                     "more noise.")
 
 
-class TurnSettings(BaseModel):
+class TurnSettings(Section):
     """End-of-turn detection.
 
     The turn is decided in two steps. After ``early_pause_ms`` of silence the audio so far is sent
@@ -73,7 +79,7 @@ class TurnSettings(BaseModel):
                                     "on which it hallucinates.")
 
 
-class BargeInSettings(BaseModel):
+class BargeInSettings(Section):
     """Caller speech while we talk."""
 
     enabled: bool = True
@@ -86,7 +92,7 @@ class BargeInSettings(BaseModel):
                                         "resume the interrupted reply from its sentence.")
 
 
-class AsrSettings(BaseModel):
+class AsrSettings(Section):
     """Whisper decoding options (the model itself is chosen in ``models``)."""
 
     language: str | None = Field("en", description="Fixed language skips detection (faster). "
@@ -101,7 +107,7 @@ class AsrSettings(BaseModel):
                          "models.asr_cpu_threads threads.")
 
 
-class TtsSettings(BaseModel):
+class TtsSettings(Section):
     """Piper synthesis."""
 
     length_scale: float | None = Field(None, description="Speaking rate: below 1 is faster. None "
@@ -110,7 +116,7 @@ class TtsSettings(BaseModel):
                                  "(degradation ladder step 'acknowledge').")
 
 
-class BudgetSettings(BaseModel):
+class BudgetSettings(Section):
     """The per-turn latency budget, in milliseconds, and what acts when a stage overruns.
 
     The stages partition the caller's wait, from the end of their speech to the first sample of
@@ -136,7 +142,7 @@ class BudgetSettings(BaseModel):
                                      "'base'). None disables that step.")
 
 
-class CallSettings(BaseModel):
+class CallSettings(Section):
     """Conversation-level choices."""
 
     handler: Literal["echo", "llm"] = Field("echo", description="Turn handler until the intents "

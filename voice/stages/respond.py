@@ -81,7 +81,10 @@ class RespondStage(FrameProcessor):
     async def _start_turn(self, turn: CallerTurn) -> None:
         await self._cancel_answer()
         record = self.session.turn(turn.index)
-        started = time.perf_counter()
+        # The acknowledgement timer runs from the turn decision, so a slow handler (a CRM
+        # lookup) is covered as well as a slow LLM.
+        self._ack_task = self.create_task(self._acknowledge_if_late(turn.index),
+                                          name=f"{self.session.call_id}-ack-{turn.index}")
         reply = await self.session.handler.handle_turn(turn)
         if reply is None:
             record.times.first_text = time.perf_counter()
@@ -89,11 +92,9 @@ class RespondStage(FrameProcessor):
             return
         record.nlu_ms = reply.nlu_ms
         self.session.expect = reply.expect
-        self._start_answer(turn.index, reply, started)
-        self._ack_task = self.create_task(self._acknowledge_if_late(turn.index),
-                                          name=f"{self.session.call_id}-ack-{turn.index}")
+        self._start_answer(turn.index, reply)
 
-    def _start_answer(self, turn_index: int, reply: Reply, started: float | None = None) -> None:
+    def _start_answer(self, turn_index: int, reply: Reply) -> None:
         self._reply_ids += 1
         reply_id = self._reply_ids
         self._answer_task = self.create_task(
