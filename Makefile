@@ -4,6 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 IVR    := $(VENV)/bin/ivr
 STAMP  := $(VENV)/.installed
+# llama.cpp is compiled here for the generic x86-64 target: the native (-march=native) build of
+# llama-cpp-python 0.3.36 crashed on this machine's AVX-512 CPU as soon as a prompt had more
+# than one token. The wheel is kept outside the checkout so a second clone does not rebuild it.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
+WHEELS := $(HOME)/.cache/voice-ivr/wheels
 APT_PACKAGES :=
 
 .PHONY: setup demo test test-fast bench system-deps clean
@@ -17,6 +22,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip wheel
 	# torch first and pinned: this machine has its CPU build; anything else pulls GBs of CUDA.
 	$(PY) -m pip install -q torch==2.13.0
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel -q --no-cache-dir --no-deps \
+	    llama-cpp-python==0.3.36 -w $(WHEELS)
+	$(PY) -m pip install -q $(WHEELS)/llama_cpp_python-0.3.36-*.whl
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
