@@ -71,6 +71,9 @@ def test_the_wait_depends_on_what_was_said():
     assert required_silence_ms("I'd like to check my balance.", s) == s.confirm_silence_ms
     assert required_silence_ms("I'd like to check my balance and", s) == s.incomplete_silence_ms
     assert required_silence_ms("so, um", s) == s.incomplete_silence_ms
+    assert required_silence_ms("I'd like to check my balance, and...", s) == s.incomplete_silence_ms
+    # A sentence Whisper closed is complete, whatever its last word.
+    assert required_silence_ms("More respectable than he was.", s) == s.confirm_silence_ms
     # A number being read out in groups: wait for the rest.
     assert required_silence_ms("My account number is 4 5 6", s) == s.digits_silence_ms
     assert required_silence_ms("four five", s, expect_digits=True) == s.digits_silence_ms

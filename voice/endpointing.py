@@ -130,8 +130,8 @@ class TurnSegmenter:
 
 
 _TRAILING_WORDS = frozenset(
-    "and or but so because um uh er erm the a an to of my is was with for like if then "
-    "that which my your our".split())
+    "and or but so because um uh er erm the a an to of with for like if then that which my "
+    "your our".split())
 _DIGIT_WORDS = frozenset(
     "zero oh o one two three four five six seven eight nine double triple".split())
 
@@ -161,6 +161,10 @@ def required_silence_ms(text: str, settings: TurnSettings, *, expect_digits: boo
     trailing_digits = _ends_with_digits(words)
     if trailing_digits and (expect_digits or trailing_digits >= 3):
         return settings.digits_silence_ms
-    if stripped.endswith((",", "...", "-")) or words[-1] in _TRAILING_WORDS:
+    if stripped.endswith((",", "...", "-")):
+        return settings.incomplete_silence_ms
+    if stripped.endswith((".", "?", "!")):  # Whisper's own sentence end: trust it
+        return settings.confirm_silence_ms
+    if words[-1] in _TRAILING_WORDS:
         return settings.incomplete_silence_ms
     return settings.confirm_silence_ms

@@ -106,12 +106,17 @@ class PlayoutBuffer:
                 out += self._silence[: self.frame_bytes - len(out)]
             return bytes(out), events
 
-    def clear(self) -> Interrupted | None:
-        """Drop everything queued (barge-in); says what was playing if anything was."""
+    def clear(self) -> tuple[Interrupted | None, set[int]]:
+        """Drop everything queued (barge-in).
+
+        Returns what was playing, if anything was, and the turns whose replies were dropped
+        before a sample of them was heard.
+        """
         with self._lock:
             playing = next((s for s in self._segments if s.reply_id in self._started), None)
+            unheard = {s.turn_index for s in self._segments if s.reply_id not in self._started}
             self._segments.clear()
             self._queued_bytes = 0
         if playing is None:
-            return None
-        return Interrupted(playing.reply_id, playing.turn_index, playing.sentence)
+            return None, unheard
+        return Interrupted(playing.reply_id, playing.turn_index, playing.sentence), unheard

@@ -45,6 +45,7 @@ class CallSession:
         self.expect = Expect.ANYTHING
         self.last_interrupted: Interrupted | None = None
         self.hangup_after_reply: int | None = None
+        self.replies_in_flight: set[int] = set()  # started by respond, not yet all synthesized
         self.hangup_requested = asyncio.Event()
         self.turns: dict[int, TurnRecord] = {}
         self._emitted: set[int] = set()
@@ -156,7 +157,13 @@ class CallSession:
             if self.hangup_after_reply == event.reply_id:
                 self.hangup_requested.set()
 
-    def on_interrupted(self, interrupted: Interrupted | None) -> None:
+    def on_interrupted(self, interrupted: Interrupted | None, unheard: set[int]) -> None:
+        """Barge-in: the reply playing was cut, and replies queued behind it were dropped."""
+        self.replies_in_flight.clear()
+        for index in unheard:
+            if index > 0 and index in self.turns:
+                self.turns[index].reply_interrupted = True
+                self._emit(index)
         if interrupted is None:
             return
         self.last_interrupted = interrupted

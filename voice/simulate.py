@@ -107,13 +107,12 @@ async def simulate_call(recording: Path | str | AudioChunk, settings: IvrSetting
 
 
 async def _wait_for_reply(session: CallSession, timeout_s: float = 30.0) -> None:
-    """--fast: a confirmed turn holds the clock until its reply has reached the playout buffer."""
+    """--fast: stream time stands still while a reply is being written or synthesized."""
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
-        pending = [r for r in session.turns.values()
-                   if r.times.first_sample is None and not session.bot_speaking
-                   and r.index not in session._emitted]
-        if not pending:
+        unanswered = any(r.times.first_text is None and r.index not in session._emitted
+                         for r in session.turns.values())
+        if not (unanswered or session.replies_in_flight):
             return
         await asyncio.sleep(0.005)
 

@@ -154,6 +154,8 @@ class ListenStage(FrameProcessor):
                                    expect_digits=expect_digits)
         if not transcript.text:
             wait = self.session.settings.turn.confirm_silence_ms
+        logger.debug(f"{self.session.call_id}: heard {transcript.text!r} in "
+                     f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait:.0f} ms silence")
         for ended in self.segmenter.set_required_silence(wait, self.stream_s):
             await self._on_turn_event(ended)
 

@@ -24,6 +24,6 @@ class PlayoutStage(FrameProcessor):
             self.session.playout.add(frame.reply_id, frame.turn_index, frame.sentence,
                                      frame.audio, frame.last)
         elif isinstance(frame, InterruptionFrame):
-            self.session.on_interrupted(self.session.playout.clear())
+            self.session.on_interrupted(*self.session.playout.clear())
         else:
             await self.push_frame(frame, direction)

@@ -97,6 +97,7 @@ class RespondStage(FrameProcessor):
     def _start_answer(self, turn_index: int, reply: Reply) -> None:
         self._reply_ids += 1
         reply_id = self._reply_ids
+        self.session.replies_in_flight.add(reply_id)
         self._answer_task = self.create_task(
             self._answer(reply_id, turn_index, reply),
             name=f"{self.session.call_id}-reply-{reply_id}")
@@ -120,6 +121,8 @@ class RespondStage(FrameProcessor):
         finally:
             if record is not None:
                 record.reply_text = "".join(said).strip()
+                if record.times.first_text is None:  # cancelled before a word: record it as is
+                    self.session.turn_done(turn_index)
         await self.push_frame(ReplyTextFrame(reply_id, turn_index, "", last=True))
         if reply.end_call:
             self.session.hangup_after_reply = reply_id

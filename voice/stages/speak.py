@@ -59,6 +59,7 @@ class SpeakStage(FrameProcessor):
 
     async def _on_text(self, frame: ReplyTextFrame) -> None:
         if frame.reply_id in self._cut:
+            self.session.replies_in_flight.discard(frame.reply_id)
             return
         self._current = frame.reply_id
         pending = self._text.get(frame.reply_id, "") + frame.text
@@ -87,6 +88,8 @@ class SpeakStage(FrameProcessor):
             record = self.session.turn(frame.turn_index) if frame.turn_index > 0 else None
             if record is not None and record.times.tts_first_audio is None:
                 record.times.tts_first_audio = time.perf_counter()
+        if last:
+            self.session.replies_in_flight.discard(frame.reply_id)
         if audio or last:
             await self.push_frame(ReplyAudioFrame(
                 audio=audio, sample_rate=self.session.transport_rate, num_channels=1,
