@@ -142,6 +142,22 @@ def write_report(ours: SystemRun, stock: SystemRun | None, repeat: int, seconds:
     for stage, values in ours.stages.items():
         lines.append(f"| {stage} | {pct(values, 50):.0f} | {pct(values, 95):.0f} |")
     lines += ["", "![latency](latency.png)", "",
+              "## Per utterance (ms, in call order)", "",
+              "| pipeline | latencies |", "|---|---|"]
+    for run in [ours] + ([stock] if stock else []):
+        lines.append(f"| {run.name} | {', '.join(f'{x:.0f}' for x in run.latencies_ms)} |")
+    lines += ["", "## Reading these figures", "",
+              "- The caller's end of speech is taken from the recording by level (last 10 ms "
+              "frame within 25 dB of the utterance's loudest), independent of either VAD. Where a "
+              "recording has a breath or noise tail above that level the truth is late and the "
+              "figure looks short (the 84-107 ms value on `bench_cards_8k`'s third utterance).",
+              "- Ours may end a turn at a mid-sentence pause when Whisper closes the sentence "
+              "there (`produced the block books.` / `which were ...`): the caller then barges in "
+              "and the turn continues. The stock pipeline splits more often (see what each "
+              "heard).",
+              "- The stock pipeline runs at 16 kHz with the caller's 8 kHz audio resampled, as "
+              "pipecat's telephony serializers deliver it; at 8 kHz its Whisper service heard "
+              "nothing (bench/stock_pipecat.py says why).", "",
               "## What each pipeline heard", "",
               "Ours: " + " / ".join(ours.transcripts), ""]
     if stock:

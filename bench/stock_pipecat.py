@@ -149,11 +149,13 @@ async def run_stock_pipecat(wav_path: Path, *, whisper_model: str, piper_voice: 
     params = TransportParams(audio_in_enabled=True, audio_out_enabled=True,
                              audio_in_sample_rate=rate, audio_out_sample_rate=out_rate)
     transport = RecordingTransport(params, run)
-    stt = WhisperSTTService(model=whisper_model, device="cpu", compute_type="int8")
+    stt = WhisperSTTService(device="cpu", compute_type="int8",
+                            settings=WhisperSTTService.Settings(model=whisper_model))
     voice_dir = Path(tempfile.mkdtemp(prefix="piper-voice-"))
     for suffix in (".onnx", ".onnx.json"):
         (voice_dir / f"{piper_voice.stem}{suffix}").symlink_to(f"{piper_voice}"[:-5] + suffix)
-    tts = PiperTTSService(voice_id=piper_voice.stem, download_dir=voice_dir)
+    tts = PiperTTSService(download_dir=voice_dir,
+                          settings=PiperTTSService.Settings(voice=piper_voice.stem))
     aggregators = LLMContextAggregatorPair(
         LLMContext(), user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()))
     pipeline = Pipeline([stt, aggregators.user(), EchoLlm(run), tts,
