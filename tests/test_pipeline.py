@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,30 @@ async def test_a_monologue_is_cut_into_turns_and_nothing_is_lost(settings):
     said = " ".join(t.caller_text for t in result.turns).lower()
     for word in ("dashwood", "disposed", "amiable", "respectable"):
         assert word in said
+
+
+async def test_a_keyed_digit_reaches_the_turn_handler(settings):
+    """RFC 4733 / SIP INFO digits arrive as pipecat DTMF frames and are answered like speech."""
+    from pipecat.audio.dtmf.types import KeypadEntry
+    from pipecat.frames.frames import InputDTMFFrame
+
+    from voice.session import CallSession
+
+    replies = []
+
+    class Keys(EchoTurnHandler):
+        async def handle_dtmf(self, digits: str) -> Reply | None:
+            replies.append(digits)
+            return Reply(text=f"Option {digits}.")
+
+    session = CallSession(settings, 8000, handler=Keys(), fast=True)
+    await session.start()
+    await session.push_frame(InputDTMFFrame(button=KeypadEntry.TWO))
+    heard = b""
+    for _ in range(100):  # two seconds of transport clock
+        await session.push_audio(bytes(320))
+        await asyncio.sleep(0.02)
+        heard += session.pull_audio()
+    await session.end()
+    assert replies == ["2"]
+    assert np.abs(np.frombuffer(heard, np.int16).astype(np.int32)).max() > 1000
