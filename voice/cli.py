@@ -105,6 +105,21 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_intents_eval(args: argparse.Namespace) -> int:
+    from intents.evaluate import evaluate
+    from models.registry import shared_registry
+
+    settings = _settings(args)
+    try:
+        result = evaluate(args.train, args.test, embedder=shared_registry(settings.models).embedder(),
+                          shots=args.shots, seed=args.seed, oos_threshold=args.oos_threshold)
+    except (OSError, ValueError) as error:
+        print(f"ivr intents eval: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivr", description="Voice IVR")
     parser.add_argument("--config", type=Path, default=None, help="settings YAML file")
@@ -126,6 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     models_commands = models.add_subparsers(dest="models_command", required=True)
     check = models_commands.add_parser("check", help="load each model and run one inference")
     check.set_defaults(func=cmd_models_check)
+
+    intents = commands.add_parser("intents", help="intent detection")
+    intents_commands = intents.add_subparsers(dest="intents_command", required=True)
+    evaluate = intents_commands.add_parser("eval", help="train on one CSV, test on another")
+    evaluate.add_argument("--train", type=Path, required=True, help="CSV with columns text,label")
+    evaluate.add_argument("--test", type=Path, required=True, help="CSV with columns text,label")
+    evaluate.add_argument("--shots", type=int, help="train on K examples per label")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--oos-threshold", type=float, default=0.3,
+                          help="below this confidence an utterance is out of scope")
+    evaluate.set_defaults(func=cmd_intents_eval)
 
     args = parser.parse_args(argv)
     _quiet_logs(args.verbose)
