@@ -36,7 +36,8 @@ class TurnTimes:
     asr_start: float | None = None
     asr_end: float | None = None
     confirmed: float | None = None
-    first_text: float | None = None
+    first_text: float | None = None  # the turn manager's first text (LLM first token)
+    tts_start: float | None = None  # the first clause complete and handed to TTS
     tts_first_audio: float | None = None
     first_sample: float | None = None
 
@@ -69,12 +70,15 @@ class TurnRecord:
             Stage.END_OF_TURN: ms(t.speech_end, t.asr_start) + ms(t.asr_end, t.confirmed),
             Stage.ASR: ms(t.asr_start, t.asr_end),
         }
-        if t.first_text is not None:
-            manager = ms(t.confirmed, t.first_text)
+        # The turn manager's share runs until TTS can start: with a streaming LLM that is its
+        # first complete clause, not its first token.
+        text_ready = t.tts_start or t.first_text
+        if text_ready is not None:
+            manager = ms(t.confirmed, text_ready)
             self.stages[Stage.NLU] = min(self.nlu_ms, manager)
             self.stages[Stage.TURN_MANAGER] = manager - self.stages[Stage.NLU]
-        if t.first_text is not None and t.tts_first_audio is not None:
-            self.stages[Stage.TTS] = ms(t.first_text, t.tts_first_audio)
+        if text_ready is not None and t.tts_first_audio is not None:
+            self.stages[Stage.TTS] = ms(text_ready, t.tts_first_audio)
         if t.tts_first_audio is not None and t.first_sample is not None:
             self.stages[Stage.TRANSPORT] = ms(t.tts_first_audio, t.first_sample)
         self.stages = {str(k): round(v, 1) for k, v in self.stages.items()}

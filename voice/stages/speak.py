@@ -84,8 +84,10 @@ class SpeakStage(FrameProcessor):
         audio = b""
         self._started.add(frame.reply_id)
         if sentence:
-            audio = await self.session.synthesize(sentence)
             record = self.session.turn(frame.turn_index) if frame.turn_index > 0 else None
+            if record is not None and record.times.tts_start is None:
+                record.times.tts_start = time.perf_counter()
+            audio = await self.session.synthesize(sentence)
             if record is not None and record.times.tts_first_audio is None:
                 record.times.tts_first_audio = time.perf_counter()
         if last:
