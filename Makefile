@@ -37,9 +37,13 @@ demo: setup
 	$(IVR) models check
 	@echo "--- a simulated 8 kHz phone call, played in real time (echo turn handler) ---"
 	$(IVR) simulate tests/fixtures/calls/two_turns_8k.wav --out out/demo_reply.wav
-	@echo "--- the same kind of call answered by the embedded LLM (SmolLM2 on loopback) ---"
+	@echo "--- a caller asks where their order is, reads the number, and is answered from the CRM ---"
+	@test -f var/crm.sqlite || $(IVR) crm seed --crm sqlite:///var/crm.sqlite
+	$(IVR) simulate tests/fixtures/calls/order_status_8k.wav --handler manager \
+	  --caller-number +15550000001 --crm sqlite:///var/crm.sqlite --out out/demo_order_reply.wav
+	@echo "--- a call answered by the embedded LLM alone (SmolLM2 on loopback; weak, see README) ---"
 	$(IVR) simulate tests/fixtures/calls/order_question_8k.wav --handler llm --out out/demo_llm_reply.wav
-	@echo "reply audio: out/demo_reply.wav, out/demo_llm_reply.wav"
+	@echo "reply audio: out/demo_reply.wav, out/demo_order_reply.wav, out/demo_llm_reply.wav"
 
 test: setup
 	$(PY) -m pytest -q -rs

@@ -58,11 +58,17 @@ class IntentClassifier:
         return self
 
     def predict_many(self, texts: list[str]) -> list[Prediction]:
+        started = time.perf_counter()
+        return self.predict_vectors(self.embed(texts), started)
+
+    def predict_vectors(self, vectors: np.ndarray, started: float | None = None
+                        ) -> list[Prediction]:
+        """Predict from embeddings already computed (the caller signals share them)."""
         if self.head is None:
             raise RuntimeError("the classifier is not trained: call fit() first")
-        started = time.perf_counter()
-        probabilities = self.head.predict_proba(self.embed(texts))
-        per_item = (time.perf_counter() - started) * 1000 / max(1, len(texts))
+        started = started or time.perf_counter()
+        probabilities = self.head.predict_proba(vectors)
+        per_item = (time.perf_counter() - started) * 1000 / max(1, len(vectors))
         return [self._decide(row, per_item) for row in probabilities]
 
     def predict(self, text: str) -> Prediction:

@@ -38,7 +38,8 @@ class SignalTracker:
     embedder: object | None = None
     _history: list[np.ndarray] = field(default_factory=list)
 
-    def observe(self, text: str) -> Signals:
+    def observe(self, text: str, vector: np.ndarray | None = None) -> Signals:
+        """Signals of one utterance; ``vector`` is its normalized embedding if already known."""
         lowered = text.lower()
         score = sum(w for phrase, w in _FRUSTRATION.items() if phrase in lowered)
         profane = bool(_PROFANITY.search(lowered))
@@ -47,8 +48,9 @@ class SignalTracker:
         if text.isupper() and len(text) > 8:
             score += 0.3
         rephrase = None
-        if self.embedder is not None and text.strip():
+        if vector is None and self.embedder is not None and text.strip():
             vector = np.asarray(self.embedder.encode([text], normalize_embeddings=True))[0]
+        if vector is not None:
             for i, earlier in enumerate(self._history):
                 if float(vector @ earlier) >= REPHRASE_SIMILARITY:
                     rephrase = i

@@ -20,6 +20,8 @@ def _settings(args: argparse.Namespace):
     overrides = {}
     if getattr(args, "handler", None):
         overrides["call__handler"] = args.handler
+    if getattr(args, "crm", None):
+        overrides["call__crm_url"] = args.crm
     if getattr(args, "llm_url", None):
         overrides["models__llm_url"] = args.llm_url
     return IvrSettings.load(args.config, **overrides)
@@ -32,6 +34,26 @@ def _quiet_logs(verbose: bool) -> None:
     logger.add(sys.stderr, level="DEBUG" if verbose else "WARNING")
 
 
+def build_turn_manager(settings):
+    """The intent-driven turn manager over the configured menu and CRM."""
+    from handoff.crm import CrmStore
+    from intents.classifier import IntentClassifier
+    from intents.config import load_menu
+    from models.registry import shared_registry
+    from voice.turn_manager import TurnManager
+
+    _ensure_sqlite_dir(settings.call.crm_url)
+    menu = load_menu(settings.call.menu)
+    embedder = shared_registry(settings.models).embedder()
+    classifier = IntentClassifier(embedder).fit(*menu.training_data())
+    return TurnManager(menu, classifier, CrmStore(settings.call.crm_url), embedder)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
 @contextlib.contextmanager
 def turn_handler(settings):
     """The configured turn handler; 'llm' starts the embedded server unless a URL is given."""
@@ -39,6 +61,9 @@ def turn_handler(settings):
 
     if settings.call.handler == "echo":
         yield EchoTurnHandler(settings.call.greeting)
+        return
+    if settings.call.handler == "manager":
+        yield build_turn_manager(settings)
         return
     server = None
     url = settings.models.llm_url
@@ -78,9 +103,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     def show(record) -> None:
         print(record.to_json(), flush=True)
 
+    from voice.turns import CallInfo
+
+    call = CallInfo(call_id=path.stem, caller_number=args.caller_number)
     with turn_handler(settings) as handler:
         result = asyncio.run(simulate_call(chunk, settings, realtime=not args.fast,
-                                           handler=handler, on_turn=show))
+                                           handler=handler, on_turn=show, call_info=call))
     if args.out:
         write_conversation(result, args.out, stereo=args.stereo)
     summary = {"event": "call-end", "turns": len(result.turns),
@@ -120,6 +148,21 @@ def cmd_intents_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crm_seed(args: argparse.Namespace) -> int:
+    from handoff.crm import CrmStore, seed
+
+    settings = _settings(args)
+    _ensure_sqlite_dir(settings.call.crm_url)
+    store = CrmStore(settings.call.crm_url)
+    try:
+        seed(store, customers=args.customers)
+    except ValueError as error:
+        print(f"ivr crm seed: {error}", file=sys.stderr)
+        return 1
+    print(f"seeded {settings.call.crm_url} with {args.customers + 1} customers")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivr", description="Voice IVR")
     parser.add_argument("--config", type=Path, default=None, help="settings YAML file")
@@ -133,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--out", type=Path, help="write the reply audio as a WAV")
     simulate.add_argument("--stereo", action="store_true",
                           help="with --out: left channel caller, right channel IVR")
-    simulate.add_argument("--handler", choices=["echo", "llm"])
+    simulate.add_argument("--handler", choices=["echo", "llm", "manager"])
+    simulate.add_argument("--caller-number", help="calling number (caller ID) for CRM lookup")
+    simulate.add_argument("--crm", help="CRM database URL (default from settings)")
     simulate.add_argument("--llm-url", help="OpenAI-compatible base URL for --handler llm")
     simulate.set_defaults(func=cmd_simulate)
 
@@ -152,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--oos-threshold", type=float, default=0.3,
                           help="below this confidence an utterance is out of scope")
     evaluate.set_defaults(func=cmd_intents_eval)
+
+    crm = commands.add_parser("crm", help="the CRM store")
+    crm_commands = crm.add_subparsers(dest="crm_command", required=True)
+    seed = crm_commands.add_parser("seed", help="create the deterministic demo data set")
+    seed.add_argument("--crm", help="database URL (default from settings)")
+    seed.add_argument("--customers", type=int, default=3000)
+    seed.set_defaults(func=cmd_crm_seed)
 
     args = parser.parse_args(argv)
     _quiet_logs(args.verbose)

@@ -58,6 +58,7 @@ class TurnRecord:
     reply_interrupted: bool = False  # our reply to this turn was cut by the caller
     reply_heard: str = ""  # the sentences of the reply the caller heard in full
     forced: bool = False  # cut at max_turn_s
+    turn_wait_ms: float = 0.0  # the silence the end-of-turn rule asked for (longer for digits)
     asr_dropped: str | None = None
 
     def compute_stages(self, budget: Any) -> None:
@@ -84,7 +85,9 @@ class TurnRecord:
         self.stages = {str(k): round(v, 1) for k, v in self.stages.items()}
         if t.first_sample is not None:
             self.total_ms = round(ms(t.speech_end, t.first_sample), 1)
-        limits = {Stage.END_OF_TURN: budget.end_of_turn_ms, Stage.ASR: budget.asr_ms,
+        # A wait the flow asked for (a number read out in groups) is not an overrun.
+        limits = {Stage.END_OF_TURN: max(budget.end_of_turn_ms, self.turn_wait_ms + 60),
+                  Stage.ASR: budget.asr_ms,
                   Stage.NLU: budget.nlu_ms, Stage.TURN_MANAGER: budget.turn_manager_ms,
                   Stage.TTS: budget.tts_first_audio_ms, Stage.TRANSPORT: budget.transport_ms}
         acted = bool(self.ladder)

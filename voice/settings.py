@@ -125,7 +125,8 @@ class BudgetSettings(Section):
 
     end_of_turn_ms: float = Field(400, description="End of speech -> turn decided (ASR started).")
     asr_ms: float = Field(350, description="ASR of the final turn audio.")
-    nlu_ms: float = Field(15, description="Intent detection inside the turn manager.")
+    nlu_ms: float = Field(30, description="Intent detection and caller signals inside the turn "
+                          "manager (one MiniLM encoding, about 7-20 ms here under call load).")
     turn_manager_ms: float = Field(300, description="Turn manager to first reply text (LLM first "
                                    "token or template). Overrun: switch to the template reply.")
     tts_first_audio_ms: float = Field(150, description="Reply text -> first synthesized audio.")
@@ -145,9 +146,13 @@ class BudgetSettings(Section):
 class CallSettings(Section):
     """Conversation-level choices."""
 
-    handler: Literal["echo", "llm"] = Field("echo", description="Turn handler until the intents "
-                                            "turn manager exists: 'echo' repeats what was "
-                                            "understood; 'llm' answers with the configured LLM.")
+    handler: Literal["echo", "llm", "manager"] = Field(
+        "echo", description="'manager': the intent-driven turn manager with CRM tools; 'echo' "
+        "repeats what was understood (the latency benchmark's handler); 'llm' answers with the "
+        "configured LLM alone.")
+    menu: str | None = Field(None, description="Menu YAML for the turn manager; None: the shipped "
+                             "retail-and-billing example.")
+    crm_url: str = Field("sqlite:///var/crm.sqlite", description="CRM database (SQLAlchemy URL).")
     greeting: str | None = Field(None, description="Said when the call starts. None: no greeting.")
     llm_system_prompt: str = Field(
         "You are the voice assistant of a contact centre. Answer in one or two short spoken "

@@ -19,7 +19,7 @@ from voice.audio import AudioChunk, read_audio, resample, write_wav
 from voice.records import TurnRecord
 from voice.session import CallSession
 from voice.settings import IvrSettings
-from voice.turns import TurnHandler
+from voice.turns import CallInfo, TurnHandler
 
 MAX_TAIL_S = 20.0  # after the recording ends, wait at most this long for the last reply
 
@@ -43,7 +43,8 @@ def transport_rate_for(rate: int) -> int:
 
 async def simulate_call(recording: Path | str | AudioChunk, settings: IvrSettings, *,
                         realtime: bool = True, handler: TurnHandler | None = None,
-                        on_turn=None, tail_s: float = 2.0) -> SimulationResult:
+                        on_turn=None, tail_s: float = 2.0, call_info: CallInfo | None = None
+                        ) -> SimulationResult:
     """Play ``recording`` as a caller; returns every turn record and the two-sided audio."""
     chunk = recording if isinstance(recording, AudioChunk) else read_audio(recording)
     rate = transport_rate_for(chunk.sample_rate)
@@ -57,7 +58,8 @@ async def simulate_call(recording: Path | str | AudioChunk, settings: IvrSetting
         if on_turn is not None:
             on_turn(record)
 
-    session = CallSession(settings, rate, handler=handler, on_turn=collect, fast=not realtime)
+    session = CallSession(settings, rate, handler=handler, on_turn=collect, fast=not realtime,
+                          call_info=call_info)
     await session.start()
     caller_out: list[np.ndarray] = []
     ivr_out: list[bytes] = []

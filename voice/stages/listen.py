@@ -189,7 +189,10 @@ class ListenStage(FrameProcessor):
                             speech_start_s=event.speech_start_s, speech_end_s=event.speech_end_s,
                             times=TurnTimes(speech_end=speech_end_wall, asr_start=asr_start,
                                             asr_end=asr_end, confirmed=confirmed),
-                            barge_in=barged, forced=event.forced, asr_dropped=transcript.dropped)
+                            barge_in=barged, forced=event.forced, asr_dropped=transcript.dropped,
+                            turn_wait_ms=required_silence_ms(
+                                text, self.session.settings.turn,
+                                expect_digits=self.session.expect == Expect.DIGITS))
         if self.session.fast:
             # --fast feeds frames faster than real time: count the silence waited in stream time.
             record.times.speech_end = asr_start - (event.at_s - event.speech_end_s)

@@ -85,7 +85,12 @@ class RespondStage(FrameProcessor):
         # lookup) is covered as well as a slow LLM.
         self._ack_task = self.create_task(self._acknowledge_if_late(turn.index),
                                           name=f"{self.session.call_id}-ack-{turn.index}")
-        reply = await self.session.handler.handle_turn(turn)
+        try:
+            reply = await self.session.handler.handle_turn(turn)
+        except Exception as error:  # a failing turn manager must not leave the caller in silence
+            logger.exception(f"{self.session.call_id}: turn handler failed: {error}")
+            reply = Reply(text="Sorry, something went wrong on our side. Could you say that "
+                               "again?")
         if reply is None:
             record.times.first_text = time.perf_counter()
             self.session.turn_done(turn.index)

@@ -1,0 +1,52 @@
+"""The conversation state the turn manager keeps and the handoff module reads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class ActionRecord:
+    """A tool call and what the system of record said."""
+
+    tool: str
+    arguments: dict[str, Any]
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    at: str = field(default_factory=_now)
+
+
+@dataclass
+class IntentRecord:
+    turn: int
+    text: str  # as heard, secrets masked
+    label: str
+    confidence: float
+    alternatives: list[tuple[str, float]]
+    decision: str
+    reason: str
+
+
+@dataclass
+class CallState:
+    call_id: str
+    caller_number: str | None = None
+    menu_version: str = ""
+    customer_id: int | None = None
+    customer_name: str | None = None
+    slots: dict[str, str] = field(default_factory=dict)  # confirmed values only
+    intents: list[IntentRecord] = field(default_factory=list)
+    actions: list[ActionRecord] = field(default_factory=list)
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    route: str | None = None  # the queue the caller is to be handed to, if any
+    escalation_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

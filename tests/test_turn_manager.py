@@ -1,0 +1,116 @@
+"""The turn manager with the real classifier, a real SQLite CRM and real ASR."""
+
+from __future__ import annotations
+
+import pytest
+
+from handoff.crm import DEMO_ORDER, DEMO_PHONE, CrmStore, Customer, seed
+from intents.classifier import IntentClassifier
+from intents.config import load_menu
+from models.registry import shared_registry
+from voice.simulate import simulate_call
+from voice.tools import Tools
+from voice.turn_manager import TurnManager
+from voice.turns import CallerTurn, CallInfo, Expect
+
+from conftest import CALLS
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory) -> CrmStore:
+    store = CrmStore(f"sqlite:///{tmp_path_factory.mktemp('crm')}/crm.sqlite")
+    seed(store, customers=200)
+    return store
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return IntentClassifier(shared_registry().embedder()).fit(*load_menu().training_data())
+
+
+def manager(crm, classifier) -> TurnManager:
+    return TurnManager(load_menu(), classifier, crm, shared_registry().embedder())
+
+
+def turn(i: int, text: str) -> CallerTurn:
+    return CallerTurn(call_id="t", index=i, text=text)
+
+
+def test_seed_is_deterministic_and_holds_the_demo_caller(tmp_path, crm):
+    other = CrmStore(f"sqlite:///{tmp_path}/again.sqlite")
+    seed(other, customers=200)
+    assert other.count(Customer) == crm.count(Customer) == 201
+    assert other.order(DEMO_ORDER) == crm.order(DEMO_ORDER)
+    assert crm.customer_by_phone("+1 (555) 000-0001").name == "Alex Morgan"
+    with pytest.raises(ValueError, match="already has customers"):
+        seed(crm, customers=1)
+
+
+def test_tools_validate_arguments_and_report_failures_honestly(crm, tmp_path):
+    tools = Tools(crm)
+    assert not tools.call("order_status", order_number="12").ok  # not six digits
+    found = tools.call("order_status", order_number=DEMO_ORDER)
+    assert found.ok and found.data["carrier"] == "UPS"
+    broken = Tools(CrmStore(f"sqlite:///{tmp_path}/x.sqlite"))
+    broken.crm.engine.dispose()
+    (tmp_path / "x.sqlite").unlink()
+    (tmp_path / "x.sqlite").mkdir()  # the database is gone: the next query fails
+    failed = broken.call("order_status", order_number=DEMO_ORDER)
+    assert failed.ok is False and failed.error
+
+
+async def test_order_status_flow_reads_back_and_answers_from_the_crm(crm, classifier):
+    tm = manager(crm, classifier)
+    await tm.start_call(CallInfo("t", caller_number=DEMO_PHONE))
+    ask = await tm.handle_turn(turn(1, "Hi, where is my order?"))
+    assert ask.expect == Expect.DIGITS and "order number" in ask.text
+    readback = await tm.handle_turn(turn(2, "four five six seven one two"))
+    assert readback.text == "I heard order number 4 5 6, 7 1 2. Is that right?"
+    answer = await tm.handle_turn(turn(3, "Yes."))
+    assert "UPS" in answer.text and "Tuesday, November 24" in answer.text
+    assert tm.state.slots["order_number"] == DEMO_ORDER
+    assert [a.tool for a in tm.state.actions] == ["order_status"]
+    assert tm.state.customer_name == "Alex Morgan"
+
+
+async def test_a_wrong_readback_is_corrected_and_keyed_digits_work(crm, classifier):
+    tm = manager(crm, classifier)
+    await tm.start_call(CallInfo("t"))
+    await tm.handle_turn(turn(1, "I want to track my package"))
+    await tm.handle_turn(turn(2, "4 5 6 7 1 3"))
+    fixed = await tm.handle_turn(turn(3, "No, it's 4 5 6 7 1 2"))
+    assert "4 5 6, 7 1 2" in fixed.text
+    tm2 = manager(crm, classifier)
+    await tm2.start_call(CallInfo("t"))
+    keyed = await tm2.handle_dtmf("1")  # the legacy digit for order status
+    assert keyed.expect == Expect.DIGITS
+    for digit in DEMO_ORDER:
+        assert await tm2.handle_dtmf(digit) is None
+    assert "4 5 6, 7 1 2" in (await tm2.handle_dtmf("#")).text
+
+
+async def test_asking_for_a_human_gets_one_at_once(crm, classifier):
+    tm = manager(crm, classifier)
+    await tm.start_call(CallInfo("t"))
+    reply = await tm.handle_turn(turn(1, "this is useless, let me talk to a real person"))
+    assert "connect you" in reply.text and tm.state.route == "general"
+
+
+async def test_a_card_number_never_reaches_the_state_in_clear(crm, classifier):
+    tm = manager(crm, classifier)
+    await tm.start_call(CallInfo("t"))
+    await tm.handle_turn(turn(1, "I want to pay with card 4111 1111 1111 1234"))
+    assert "4111" not in str(tm.state.to_dict()) and "1234" in str(tm.state.to_dict())
+
+
+@pytest.mark.slow
+async def test_a_recorded_caller_gets_their_order_status_end_to_end(settings, crm, classifier):
+    tm = manager(crm, classifier)
+    result = await simulate_call(CALLS / "order_status_8k.wav", settings, handler=tm,
+                                 call_info=CallInfo("e2e", caller_number=DEMO_PHONE))
+    replies = [t.reply_text for t in result.turns]
+    assert len(result.turns) == 3, [t.caller_text for t in result.turns]
+    assert "order number" in replies[0]
+    assert replies[1] == "I heard order number 4 5 6, 7 1 2. Is that right?"
+    assert "shipped with UPS" in replies[2] and "November 24" in replies[2]
+    assert tm.state.intents[0].label == "order_status"

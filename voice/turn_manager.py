@@ -1,0 +1,237 @@
+"""The turn manager: intent -> flow -> slots -> tools -> a reply built from the facts.
+
+Templated replies carry the call on their own, because the embedded LLM is too weak to be trusted
+with facts (DESIGN.md). The flow asks for what it needs, reads numbers back in digit groups for
+confirmation, calls typed tools, and never claims an action the CRM did not confirm.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+
+from handoff.crm import CrmStore
+from handoff.state import ActionRecord, CallState, IntentRecord
+from intents.classifier import IntentClassifier
+from intents.config import MenuConfig
+from intents.entities import YesNo, digit_groups, digit_string, mask_card_numbers, yes_or_no
+from intents.policy import Action, Decision, MenuPolicy
+from intents.signals import SignalTracker
+from voice.tools import ToolResult, Tools
+from voice.turns import CallerTurn, CallInfo, Expect, Reply
+
+GREETING = "Thanks for calling. How can I help you today?"
+ANYTHING_ELSE = "Is there anything else I can help with?"
+HOURS = "We're open Monday to Friday from 8 am to 8 pm, and Saturday from 9 am to 5 pm."
+MAX_SLOT_TRIES = 2
+
+
+def spoken_date(day: date) -> str:
+    return day.strftime("%A, %B ") + str(day.day)
+
+
+@dataclass
+class _Pending:
+    """A value the flow is collecting: first heard, then confirmed."""
+
+    slot: str
+    heard: str | None = None
+    tries: int = 0
+
+
+class TurnManager:
+    """One per call; implements the pipeline's TurnHandler protocol."""
+
+    def __init__(self, menu: MenuConfig, classifier: IntentClassifier, crm: CrmStore,
+                 embedder=None) -> None:
+        self.menu = menu
+        self.classifier = classifier
+        self.policy = MenuPolicy(menu)
+        self.tools = Tools(crm)
+        self.crm = crm
+        self.signals = SignalTracker(embedder)
+        self.state = CallState(call_id="", menu_version=menu.version)
+        self._pending: _Pending | None = None
+        self._keyed = ""
+        classifier.embed(["warm up"])  # the first encoding is several times slower
+
+    # -- TurnHandler -------------------------------------------------------------------------------
+
+    async def start_call(self, call: CallInfo) -> Reply | None:
+        self.state.call_id = call.call_id
+        self.state.caller_number = call.caller_number
+        if call.caller_number:
+            customer = self.crm.customer_by_phone(call.caller_number)
+            if customer is not None:
+                self.state.customer_id, self.state.customer_name = customer.id, customer.name
+        return Reply(text=GREETING)
+
+    async def handle_turn(self, turn: CallerTurn) -> Reply | None:
+        started = time.perf_counter()
+        text = mask_card_numbers(turn.text)
+        vector = self.classifier.embed([text])  # one encoding for the intent and the signals
+        signals = self.signals.observe(text, vector[0])
+        self.state.signals.append({"turn": turn.index, **signals.__dict__})
+        if signals.asks_for_human:  # a caller who asks for a human gets one, no argument
+            return self._to_queue("general", "caller asked for a human", turn)
+        if self._pending is not None:
+            reply = self._continue_slot(text)
+            if reply is not None:
+                return reply
+        prediction = self.classifier.predict_vectors(vector, started)[0]
+        decision = self.policy.decide(prediction)
+        nlu_ms = (time.perf_counter() - started) * 1000
+        self.state.intents.append(IntentRecord(
+            turn.index, text, prediction.label, round(prediction.confidence, 3),
+            [(n, round(p, 3)) for n, p in prediction.alternatives], decision.action.value,
+            decision.reason))
+        reply = self._act(decision, turn)
+        reply.nlu_ms = nlu_ms
+        return reply
+
+    async def handle_dtmf(self, digits: str) -> Reply | None:
+        if self._pending is not None:  # keyed digits fill the slot; '#' ends the entry
+            if digits != "#":
+                self._keyed += digits
+                return None
+            keyed, self._keyed = self._keyed, ""
+            return self._continue_slot(keyed) or Reply(text="Sorry, I didn't get that.")
+        return self._act(self.policy.from_dtmf(digits), None)
+
+    async def end_call(self, reason: str) -> None:
+        return None
+
+    # -- decisions -----------------------------------------------------------------------------------
+
+    def _act(self, decision: Decision, turn: CallerTurn | None) -> Reply:
+        if decision.action == Action.CLARIFY or decision.action == Action.MENU:
+            return Reply(text=decision.prompt or "")
+        if decision.action == Action.ESCALATE:
+            return self._to_queue("general", decision.reason, turn)
+        intent = decision.intent
+        route = intent.route if intent is not None else None
+        if route is None:
+            return Reply(text=self.policy.menu_prompt())
+        if route.kind == "queue":
+            return self._to_queue(route.target, f"intent {intent.name} routes to a queue", turn)
+        return self._self_service(route.target, turn)
+
+    def _to_queue(self, queue: str, reason: str, turn: CallerTurn | None) -> Reply:
+        self.state.route = queue
+        self.state.escalation_reason = reason
+        team = "a colleague" if queue == "general" else f"our {queue.replace('_', ' ')} team"
+        return Reply(text=f"I'll connect you with {team} now. Please hold.")
+
+    def _self_service(self, flow: str, turn: CallerTurn | None) -> Reply:
+        if flow == "order_status":
+            self._pending = _Pending("order_number")
+            return Reply(text="Sure. What's your order number? You can say it or key it in.",
+                         expect=Expect.DIGITS)
+        if flow == "opening_hours":
+            return Reply(text=f"{HOURS} {ANYTHING_ELSE}")
+        if flow == "payment":
+            return self._balance()
+        if flow == "address_change":
+            result = self._tool("open_case", subject="Address change requested by phone",
+                                customer_id=self.state.customer_id)
+            if not result.ok:
+                return self._tool_failed("open an address change request")
+            return Reply(text=f"I've opened an address change request, reference number "
+                              f"{digit_groups(str(result.data['case_id']))}. A colleague will "
+                              f"confirm the new address with you. {ANYTHING_ELSE}")
+        return self._to_queue("general", f"no self-service flow {flow!r}", turn)
+
+    # -- slots ----------------------------------------------------------------------------------------
+
+    def _continue_slot(self, text: str) -> Reply | None:
+        pending = self._pending
+        assert pending is not None
+        if pending.heard is not None:  # waiting for yes/no on a number read back
+            answer = yes_or_no(text)
+            corrected = digit_string(text, min_digits=4)
+            if answer == YesNo.YES and not corrected:
+                value, self._pending = pending.heard, None
+                self.state.slots[pending.slot] = value
+                return self._use_slot(pending.slot, value)
+            if corrected:
+                pending.heard = corrected
+                return self._read_back(pending)
+            if answer == YesNo.NO:
+                pending.heard = None
+                return Reply(text="Sorry about that. Please say the number again, digit by digit.",
+                             expect=Expect.DIGITS)
+            return Reply(text=f"Was that {digit_groups(pending.heard)}? Please say yes or no.",
+                         expect=Expect.YES_NO)
+        digits = digit_string(text, min_digits=4)
+        if digits is None:
+            pending.tries += 1
+            if pending.tries > MAX_SLOT_TRIES:
+                self._pending = None
+                return self._to_queue("general", f"could not get the {pending.slot}", None)
+            if len(text.split()) > 6 and pending.tries == 1:
+                return None  # a new request, not an answer: let the classifier have it
+            return Reply(text="I didn't catch a number. Please say the order number, digit by "
+                              "digit, or key it in followed by the hash key.",
+                         expect=Expect.DIGITS)
+        pending.heard = digits
+        return self._read_back(pending)
+
+    def _read_back(self, pending: _Pending) -> Reply:
+        what = pending.slot.replace("_", " ")
+        return Reply(text=f"I heard {what} {digit_groups(pending.heard or '')}. Is that right?",
+                     expect=Expect.YES_NO)
+
+    def _use_slot(self, slot: str, value: str) -> Reply:
+        if slot != "order_number":
+            return Reply(text=ANYTHING_ELSE)
+        result = self._tool("order_status", order_number=value)
+        if not result.ok:
+            return self._tool_failed("look that order up")
+        data = result.data or {}
+        if not data.get("found"):
+            return Reply(text=f"I couldn't find an order numbered {digit_groups(value)}. "
+                              f"{ANYTHING_ELSE}")
+        return Reply(text=f"{self._order_sentence(data)} {ANYTHING_ELSE}")
+
+    @staticmethod
+    def _order_sentence(data: dict) -> str:
+        number = digit_groups(data["order_number"])
+        eta = date.fromisoformat(data["eta"]) if data.get("eta") else None
+        status, carrier = data["status"], data.get("carrier")
+        if status == "delivered":
+            return f"Order {number} has been delivered."
+        if status == "processing":
+            return f"Order {number} is being prepared and hasn't shipped yet."
+        line = f"Order {number} is {status}"
+        if carrier:
+            line += f" with {carrier}"
+        if eta:
+            line += f", and should arrive on {spoken_date(eta)}"
+        return line + "."
+
+    def _balance(self) -> Reply:
+        if self.state.customer_id is None:
+            return self._to_queue("billing", "balance asked by an unidentified caller", None)
+        accounts = self.crm.account_numbers(self.state.customer_id)
+        account = accounts[0] if accounts else None
+        if account is None:
+            return self._to_queue("billing", "no account for the caller", None)
+        result = self._tool("account_balance", account_number=account)
+        if not result.ok or not (result.data or {}).get("found"):
+            return self._tool_failed("read your balance")
+        cents = result.data["balance_cents"]
+        return Reply(text=f"Your balance is {cents // 100} dollars and {cents % 100} cents. "
+                          f"{ANYTHING_ELSE}")
+
+    # -- tools ------------------------------------------------------------------------------------------
+
+    def _tool(self, name: str, **arguments) -> ToolResult:
+        result = self.tools.call(name, **arguments)
+        self.state.actions.append(ActionRecord(name, arguments, result.ok, result.data,
+                                               result.error))
+        return result
+
+    def _tool_failed(self, what: str) -> Reply:
+        return Reply(text=f"I'm sorry, I couldn't {what} just now: our system didn't answer. "
+                          "I can connect you with a colleague, or you can try again later.")
