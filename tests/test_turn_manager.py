@@ -114,3 +114,46 @@ async def test_a_recorded_caller_gets_their_order_status_end_to_end(settings, cr
     assert replies[1] == "I heard order number 4 5 6, 7 1 2. Is that right?"
     assert "shipped with UPS" in replies[2] and "November 24" in replies[2]
     assert tm.state.intents[0].label == "order_status"
+
+
+def synthetic_caller(lines: list[tuple[str, float]]):
+    """A caller made of Piper sentences through the phone channel, each followed by a pause."""
+    import numpy as np
+    from piper import SynthesisConfig
+
+    from voice.audio import AudioChunk, resample, telephone_channel
+
+    voice = shared_registry().piper_voice()
+    still = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    parts = [np.zeros(4000, np.int16)]
+    for text, pause_s in lines:
+        audio = np.concatenate([c.audio_int16_array for c in voice.synthesize(text, still)])
+        phone = telephone_channel(AudioChunk(audio, voice.config.sample_rate)).samples
+        parts += [phone, np.zeros(int(8000 * pause_s), np.int16)]
+    return AudioChunk(np.concatenate(parts), 8000)
+
+
+@pytest.mark.slow
+async def test_spoken_audio_out_of_scope_then_menu_then_escalation(settings, crm, classifier):
+    caller = synthetic_caller([("What's the weather going to be like on Saturday?", 9.0),
+                               ("Can you recommend a good film to watch?", 6.0)])
+    tm = manager(crm, classifier)
+    result = await simulate_call(caller, settings, handler=tm, realtime=False)
+    assert [i.decision for i in tm.state.intents] == ["menu", "escalate"]
+    assert "press 1" in result.turns[0].reply_text
+    assert tm.state.route == "general"
+
+
+@pytest.mark.slow
+async def test_spoken_audio_in_the_middle_band_gets_one_clarifying_question(settings, crm,
+                                                                            classifier):
+    strict = load_menu().model_copy(update={"high_confidence": 0.99})
+    for intent in strict.intents:
+        intent.threshold = None  # everything short of a certainty is asked about
+    tm = TurnManager(strict, classifier, crm)
+    caller = synthetic_caller([("I have a problem with a charge and want my money back.", 5.0)])
+    result = await simulate_call(caller, settings, handler=tm, realtime=False)
+    assert tm.state.intents[0].decision == "clarify"
+    first, second = (n for n, _ in tm.state.intents[0].alternatives[:2])
+    assert {first, second} <= {"refund", "billing_question", "payment"}
+    assert result.turns[0].reply_text.startswith("Is that about")
