@@ -110,7 +110,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         result = asyncio.run(simulate_call(chunk, settings, realtime=not args.fast,
                                            handler=handler, on_turn=show, call_info=call))
     if args.out:
-        write_conversation(result, args.out, stereo=args.stereo)
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            write_conversation(result, args.out, stereo=args.stereo)
+        except OSError as error:  # a full disk or a bad path: the turns above are still valid
+            print(f"ivr simulate: could not write {args.out}: {error}", file=sys.stderr)
+            return 1
     summary = {"event": "call-end", "turns": len(result.turns),
                "caller_seconds": round(result.duration_s, 2),
                "caller_rate": result.caller_rate, "transport_rate": result.transport_rate}
