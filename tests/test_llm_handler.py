@@ -41,3 +41,28 @@ async def test_a_call_answered_by_the_llm_or_by_its_template_when_late(settings,
         if LadderStep.TEMPLATE.value in turn.ladder:  # ...the template if the LLM was late
             assert turn.reply_text == f"You said: {turn.caller_text}"
         assert turn.total_ms is not None
+
+
+async def test_llm_rewrites_of_facts_are_kept_only_when_they_pass_the_check(llm_url):
+    from handoff.crm import DEMO_ORDER, CrmStore, seed
+    from intents.classifier import IntentClassifier
+    from intents.config import load_menu
+    from voice.guardrails import violations
+    from voice.turn_manager import LlmPhraser, TurnManager
+    from voice.turns import CallInfo
+
+    crm = CrmStore("sqlite://")
+    seed(crm, customers=20)
+    classifier = IntentClassifier(shared_registry().embedder()).fit(*load_menu().training_data())
+    tm = TurnManager(load_menu(), classifier, crm, phraser=LlmPhraser(llm_url, timeout_s=5))
+    await tm.start_call(CallInfo("t"))
+    await tm.handle_turn(CallerTurn("t", 1, "where is my order"))
+    await tm.handle_turn(CallerTurn("t", 2, " ".join(DEMO_ORDER)))
+    answer = await tm.handle_turn(CallerTurn("t", 3, "yes"))
+    [tried] = tm.phrasings
+    assert tried["template"].startswith("Order 4 5 6, 7 1 2 is shipped with UPS")
+    if tried["accepted"]:
+        assert answer.text == tried["llm"] and violations(answer.text, tried["template"] +
+                                                           " 456712 UPS") == []
+    else:  # the weak model added something: the caller hears the template, which is right
+        assert answer.text == tried["template"] and tried["problems"]

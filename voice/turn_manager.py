@@ -18,6 +18,7 @@ from intents.config import MenuConfig
 from intents.entities import YesNo, digit_groups, digit_string, mask_card_numbers, yes_or_no
 from intents.policy import Action, Decision, MenuPolicy
 from intents.signals import SignalTracker
+from voice.guardrails import violations
 from voice.tools import ToolResult, Tools
 from voice.turns import CallerTurn, CallInfo, Expect, Reply
 
@@ -29,6 +30,34 @@ MAX_SLOT_TRIES = 2
 
 def spoken_date(day: date) -> str:
     return day.strftime("%A, %B ") + str(day.day)
+
+
+class LlmPhraser:
+    """Rewrites a templated reply more naturally through any OpenAI-compatible chat endpoint."""
+
+    PROMPT = ("Rewrite the reply for a phone caller in one or two short sentences. Use only the "
+              "facts given. Do not add numbers, names, dates or promises.")
+
+    def __init__(self, base_url: str, timeout_s: float = 1.5, model: str = "local") -> None:
+        from openai import AsyncOpenAI
+
+        self.client = AsyncOpenAI(base_url=base_url, api_key="not-needed", timeout=timeout_s)
+        self.model = model
+        self.timeout_s = timeout_s
+
+    async def rewrite(self, template: str, facts: dict) -> str | None:
+        import asyncio
+
+        try:
+            answer = await asyncio.wait_for(self.client.chat.completions.create(
+                model=self.model, max_tokens=60, temperature=0.2, messages=[
+                    {"role": "system", "content": self.PROMPT},
+                    {"role": "user", "content": f"Facts: {facts}\nReply: {template}"}]),
+                timeout=self.timeout_s)
+        except Exception:  # late or unreachable: the template stands
+            return None
+        text = (answer.choices[0].message.content or "").strip()
+        return text or None
 
 
 @dataclass
@@ -44,13 +73,15 @@ class TurnManager:
     """One per call; implements the pipeline's TurnHandler protocol."""
 
     def __init__(self, menu: MenuConfig, classifier: IntentClassifier, crm: CrmStore,
-                 embedder=None) -> None:
+                 embedder=None, phraser: LlmPhraser | None = None) -> None:
         self.menu = menu
         self.classifier = classifier
         self.policy = MenuPolicy(menu)
         self.tools = Tools(crm)
         self.crm = crm
         self.signals = SignalTracker(embedder)
+        self.phraser = phraser
+        self.phrasings: list[dict] = []  # every LLM rewrite tried, accepted or not, and why
         self.state = CallState(call_id="", menu_version=menu.version)
         self._pending: _Pending | None = None
         self._keyed = ""
@@ -78,7 +109,7 @@ class TurnManager:
         if self._pending is not None:
             reply = self._continue_slot(text)
             if reply is not None:
-                return reply
+                return await self._phrase(reply)
         prediction = self.classifier.predict_vectors(vector, started)[0]
         decision = self.policy.decide(prediction)
         nlu_ms = (time.perf_counter() - started) * 1000
@@ -88,7 +119,7 @@ class TurnManager:
             decision.reason))
         reply = self._act(decision, turn)
         reply.nlu_ms = nlu_ms
-        return reply
+        return await self._phrase(reply)
 
     async def handle_dtmf(self, digits: str) -> Reply | None:
         if self._pending is not None:  # keyed digits fill the slot; '#' ends the entry
@@ -192,7 +223,8 @@ class TurnManager:
         if not data.get("found"):
             return Reply(text=f"I couldn't find an order numbered {digit_groups(value)}. "
                               f"{ANYTHING_ELSE}")
-        return Reply(text=f"{self._order_sentence(data)} {ANYTHING_ELSE}")
+        return Reply(text=f"{self._order_sentence(data)} {ANYTHING_ELSE}",
+                     metadata={"facts": data})
 
     @staticmethod
     def _order_sentence(data: dict) -> str:
@@ -223,6 +255,22 @@ class TurnManager:
         cents = result.data["balance_cents"]
         return Reply(text=f"Your balance is {cents // 100} dollars and {cents % 100} cents. "
                           f"{ANYTHING_ELSE}")
+
+    async def _phrase(self, reply: Reply) -> Reply:
+        """Let the LLM rewrite a factual reply, if one is configured; keep it only if it passes."""
+        facts = reply.metadata.get("facts")
+        if self.phraser is None or not facts or reply.text is None:
+            return reply
+        facts_text = f"{reply.text} " + " ".join(f"{k}={v}" for k, v in facts.items())
+        rewrite = await self.phraser.rewrite(reply.text, facts)
+        confirmed = {a.tool for a in self.state.actions if a.ok}
+        problems = ["no answer in time"] if rewrite is None else \
+            violations(rewrite, facts_text, confirmed)
+        self.phrasings.append({"template": reply.text, "llm": rewrite, "accepted": not problems,
+                               "problems": problems})
+        if not problems and rewrite:
+            reply.text = rewrite
+        return reply
 
     # -- tools ------------------------------------------------------------------------------------------
 
