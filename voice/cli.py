@@ -40,13 +40,18 @@ def build_turn_manager(settings):
     from intents.classifier import IntentClassifier
     from intents.config import load_menu
     from models.registry import shared_registry
-    from voice.turn_manager import TurnManager
+    from voice.turn_manager import LlmPhraser, TurnManager
 
     _ensure_sqlite_dir(settings.call.crm_url)
     menu = load_menu(settings.call.menu)
     embedder = shared_registry(settings.models).embedder()
     classifier = IntentClassifier(embedder).fit(*menu.training_data())
-    return TurnManager(menu, classifier, CrmStore(settings.call.crm_url), embedder)
+    phraser = None
+    if settings.call.llm_phrasing:
+        if not settings.models.llm_url:
+            raise SystemExit("call.llm_phrasing needs models.llm_url (an OpenAI-compatible URL)")
+        phraser = LlmPhraser(settings.models.llm_url)
+    return TurnManager(menu, classifier, CrmStore(settings.call.crm_url), embedder, phraser)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

@@ -152,6 +152,10 @@ class CallSettings(Section):
         "configured LLM alone.")
     menu: str | None = Field(None, description="Menu YAML for the turn manager; None: the shipped "
                              "retail-and-billing example.")
+    llm_phrasing: bool = Field(False, description="Let the LLM at models.llm_url rewrite the "
+                               "turn manager's factual replies; a rewrite that adds a number, "
+                               "name or action not in the facts is dropped for the template. Off "
+                               "by default: the embedded 135M model rarely passes.")
     crm_url: str = Field("sqlite:///var/crm.sqlite", description="CRM database (SQLAlchemy URL).")
     greeting: str | None = Field(None, description="Said when the call starts. None: no greeting.")
     llm_system_prompt: str = Field(
