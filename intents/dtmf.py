@@ -18,17 +18,18 @@ _MAX_TWIST_DB = 8.0
 _DOMINANCE = 0.6  # the two tones carry at least this share of the block's power
 
 
+_BASES: dict[tuple[int, int, tuple[int, ...]], np.ndarray] = {}
+
+
 def goertzel_power(block: np.ndarray, rate: int, freqs: tuple[int, ...]) -> np.ndarray:
+    """Mean power of each frequency in the block (Goertzel's single-bin DFT, as one product)."""
     n = len(block)
+    key = (n, rate, freqs)
+    if key not in _BASES:  # one complex basis per block size, rate and frequency set
+        t = np.arange(n) / rate
+        _BASES[key] = np.exp(-2j * np.pi * np.outer(freqs, t))
     x = block.astype(np.float64) / 32768.0
-    out = np.empty(len(freqs))
-    for i, f in enumerate(freqs):
-        coeff = 2 * np.cos(2 * np.pi * f / rate)
-        s1 = s2 = 0.0
-        for sample in x:
-            s1, s2 = sample + coeff * s1 - s2, s1
-        out[i] = (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (n * n / 4)
-    return out
+    return np.abs(_BASES[key] @ x) ** 2 / (n * n / 4)
 
 
 def detect_key(block: np.ndarray, rate: int) -> str | None:

@@ -157,3 +157,23 @@ async def test_spoken_audio_in_the_middle_band_gets_one_clarifying_question(sett
     first, second = (n for n, _ in tm.state.intents[0].alternatives[:2])
     assert {first, second} <= {"refund", "billing_question", "payment"}
     assert result.turns[0].reply_text.startswith("Is that about")
+
+
+async def test_a_keypad_tone_in_the_audio_routes_like_the_spoken_request(settings, crm,
+                                                                          classifier):
+    """In-band DTMF (no RFC 4733): pressing 1 starts the same flow as 'where is my order'."""
+    import numpy as np
+
+    from test_policy_signals_dtmf import tone
+    from voice.audio import AudioChunk, mulaw_decode, mulaw_encode
+
+    keyed = np.concatenate([np.zeros(4000, np.int16), tone("1", 8000, 0.12),
+                            np.zeros(8000 * 6, np.int16)])
+    tm = manager(crm, classifier)
+    await simulate_call(AudioChunk(mulaw_decode(mulaw_encode(keyed)), 8000), settings,
+                        handler=tm, realtime=False)
+    spoken = manager(crm, classifier)
+    await spoken.start_call(CallInfo("t"))
+    by_voice = await spoken.handle_turn(turn(1, "where is my order"))
+    assert tm._pending is not None and tm._pending.slot == "order_number"
+    assert spoken._pending is not None and by_voice.expect == Expect.DIGITS

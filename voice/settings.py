@@ -27,6 +27,9 @@ class AudioSettings(Section):
 
     frame_ms: int = Field(20, description="Frame length. 20 ms is the RTP/G.711 packet size; "
                           "shorter frames cost more per-frame overhead, longer ones add latency.")
+    inband_dtmf: bool = Field(True, description="Detect keypad tones in the caller's audio, for "
+                              "transports that carry no RFC 4733 events. Costs a matrix product "
+                              "per frame.")
 
     @model_validator(mode="after")
     def _check(self) -> AudioSettings:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from loguru import logger
+from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import (
     EndFrame,
     Frame,
@@ -24,6 +25,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from intents.dtmf import DtmfDetector
 from voice.asr import Transcript
 from voice.audio import ASR_SAMPLE_RATE, StreamResampler
 from voice.endpointing import TurnEvent, TurnEventKind, TurnSegmenter, required_silence_ms
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 
 BACKCHANNELS = frozenset({"", "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "okay",
                           "ok", "yeah", "right", "uh", "um", "yes", "i see", "sure"})
+
+
+_KEYPAD = frozenset(entry.value for entry in KeypadEntry)
 
 
 def is_backchannel(text: str) -> bool:
@@ -55,6 +60,7 @@ class ListenStage(FrameProcessor):
         self.segmenter = TurnSegmenter(settings.turn, self.frame_s)
         self.resampler = StreamResampler(session.transport_rate, ASR_SAMPLE_RATE)
         self._pending16 = np.zeros(0, dtype=np.int16)
+        self.dtmf = DtmfDetector(session.transport_rate) if settings.audio.inband_dtmf else None
         self._preroll: deque[np.ndarray] = deque(
             maxlen=max(1, settings.turn.pre_speech_pad_ms // settings.audio.frame_ms))
         self._turn_audio: list[np.ndarray] = []
@@ -86,6 +92,11 @@ class ListenStage(FrameProcessor):
             raise ValueError(f"transport frame at {frame.sample_rate} Hz, call set up at "
                              f"{self.session.transport_rate} Hz")
         samples = np.frombuffer(frame.audio, dtype=np.int16)
+        if self.dtmf is not None:
+            key = self.dtmf.push(samples)
+            if key is not None and key in _KEYPAD:  # pipecat has no A-D keys
+                logger.info(f"{self.session.call_id}: in-band DTMF {key}")
+                await self.push_frame(InputDTMFFrame(button=KeypadEntry(key)))
         wide = self.resampler.process(samples)
         if len(self._pending16):
             wide = np.concatenate([self._pending16, wide])
