@@ -1,4 +1,4 @@
-"""Spoken entities as Whisper writes telephone speech: digit strings, amounts, yes/no.
+"""Spoken entities as Whisper writes telephone speech: digit strings, amounts, dates, yes/no.
 
 Pure functions over text, tested with literal strings and with real ASR output. Whisper mixes
 figures and words ("4 5 six seven"), writes "oh" for zero, "double five" for 55, and groups
@@ -8,6 +8,7 @@ digits with spaces, commas or hyphens; all of that comes out as one digit string
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
 from enum import StrEnum
 
 _DIGITS = {"zero": "0", "oh": "0", "o": "0", "nought": "0", "one": "1", "two": "2", "to": "2",
@@ -105,3 +106,70 @@ def mask_card_numbers(text: str) -> str:
         return f"[card ending {digits[-4:]}]"
 
     return re.sub(r"\b(?:\d[ -]?){12,18}\d\b", mask, text)
+
+
+_MONTHS = {m: i for i, m in enumerate(
+    "january february march april may june july august september october november december"
+    .split(), 1)}
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6,
+             "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12,
+             "thirteenth": 13, "fourteenth": 14, "fifteenth": 15, "sixteenth": 16,
+             "seventeenth": 17, "eighteenth": 18, "nineteenth": 19, "twentieth": 20,
+             "thirtieth": 30}
+_WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
+
+
+def _day_number(words: list[str]) -> int | None:
+    """'23rd', '23', 'twenty third', 'thirty first' -> the day of the month."""
+    text = " ".join(words)
+    match = re.search(r"\b(\d{1,2})(?:st|nd|rd|th)?\b", text)
+    if match:
+        return int(match.group(1))
+    for tens, base in (("twenty", 20), ("thirty", 30)):
+        for word, n in _ORDINALS.items():
+            if f"{tens} {word}" in text or f"{tens}-{word}" in text:
+                return base + n
+    for word, n in sorted(_ORDINALS.items(), key=lambda kv: -len(kv[0])):
+        if re.search(rf"\b{word}\b", text):
+            return n
+    return None
+
+
+def spoken_date(text: str, today: date) -> date | None:
+    """A date as callers say it: "November 23rd", "the twenty third of November", "11/23",
+    "tomorrow", "next Tuesday". A date without a year is the next one on or after today."""
+    lowered = text.lower()
+    if "today" in lowered:
+        return today
+    if "tomorrow" in lowered:
+        return today + timedelta(days=1)
+    if "yesterday" in lowered:
+        return today - timedelta(days=1)
+    for i, name in enumerate(_WEEKDAYS):
+        if re.search(rf"\b{name}\b", lowered):
+            ahead = (i - today.weekday()) % 7 or 7
+            return today + timedelta(days=ahead)
+    numeric = re.search(r"\b(\d{1,2})/(\d{1,2})(?:/(\d{2,4}))?\b", lowered)
+    month, day, year = None, None, None
+    if numeric:  # US order, as the contact centre's callers write and say it
+        month, day = int(numeric.group(1)), int(numeric.group(2))
+        year = int(numeric.group(3)) if numeric.group(3) else None
+        if year is not None and year < 100:
+            year += 2000
+    else:
+        words = re.findall(r"[a-z]+|\d+(?:st|nd|rd|th)?", lowered)
+        month = next((_MONTHS[w] for w in words if w in _MONTHS), None)
+        if month is None:
+            return None
+        day = _day_number([w for w in words if w not in _MONTHS])
+        year_match = re.search(r"\b(20\d\d)\b", lowered)
+        year = int(year_match.group(1)) if year_match else None
+    if day is None:
+        return None
+    try:
+        candidate = date(year or today.year, month, day)
+    except ValueError:
+        return None
+    if year is None and candidate < today:
+        candidate = date(today.year + 1, month, day)
+    return candidate

@@ -55,3 +55,23 @@ def test_real_asr_output_of_a_number_read_with_pauses(engines, calls_manifest):
                       8000, 16000)
     text = engines.transcriber.transcribe(speech, 16000).text
     assert digit_string(text) == "4567", text
+
+
+@pytest.mark.parametrize("said, expected", [
+    ("It was charged on November 23rd.", "2026-11-23"),
+    ("the twenty third of November", "2026-11-23"),
+    ("on the 2nd of January", "2027-01-02"),
+    ("11/30", "2026-11-30"),
+    ("tomorrow please", "2026-11-23"),
+    ("next Tuesday", "2026-11-24"),
+    ("March 3, 2027", "2027-03-03"),
+    ("no date here", None),
+    ("February 30th", None),
+])
+def test_spoken_dates(said, expected):
+    from datetime import date
+
+    from intents.entities import spoken_date
+
+    result = spoken_date(said, today=date(2026, 11, 22))  # a Sunday
+    assert (result.isoformat() if result else None) == expected
