@@ -58,7 +58,8 @@ class TurnRecord:
     reply_interrupted: bool = False  # our reply to this turn was cut by the caller
     reply_heard: str = ""  # the sentences of the reply the caller heard in full
     forced: bool = False  # cut at max_turn_s
-    turn_wait_ms: float = 0.0  # the silence the end-of-turn rule asked for (longer for digits)
+    extra_wait_ms: float = 0.0  # silence the end-of-turn rule asked for beyond the usual wait
+    # (a number read out in groups, a sentence trailing off): budgeted, not an overrun
     asr_dropped: str | None = None
 
     def compute_stages(self, budget: Any) -> None:
@@ -85,8 +86,7 @@ class TurnRecord:
         self.stages = {str(k): round(v, 1) for k, v in self.stages.items()}
         if t.first_sample is not None:
             self.total_ms = round(ms(t.speech_end, t.first_sample), 1)
-        # A wait the flow asked for (a number read out in groups) is not an overrun.
-        limits = {Stage.END_OF_TURN: max(budget.end_of_turn_ms, self.turn_wait_ms + 60),
+        limits = {Stage.END_OF_TURN: budget.end_of_turn_ms + self.extra_wait_ms,
                   Stage.ASR: budget.asr_ms,
                   Stage.NLU: budget.nlu_ms, Stage.TURN_MANAGER: budget.turn_manager_ms,
                   Stage.TTS: budget.tts_first_audio_ms, Stage.TRANSPORT: budget.transport_ms}
@@ -94,7 +94,8 @@ class TurnRecord:
         for stage, limit in limits.items():
             if self.stages.get(str(stage), 0.0) > limit and not acted:
                 self.ladder.append(f"{LadderStep.OVERRUN}:{stage}")
-        if self.total_ms is not None and self.total_ms > budget.total_ms and not self.ladder:
+        if self.total_ms is not None and \
+                self.total_ms > budget.total_ms + self.extra_wait_ms and not self.ladder:
             self.ladder.append(f"{LadderStep.OVERRUN}:total")
 
     @property

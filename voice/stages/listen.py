@@ -201,9 +201,7 @@ class ListenStage(FrameProcessor):
                             times=TurnTimes(speech_end=speech_end_wall, asr_start=asr_start,
                                             asr_end=asr_end, confirmed=confirmed),
                             barge_in=barged, forced=event.forced, asr_dropped=transcript.dropped,
-                            turn_wait_ms=required_silence_ms(
-                                text, self.session.settings.turn,
-                                expect_digits=self.session.expect == Expect.DIGITS))
+                            extra_wait_ms=self._extra_wait_ms(text))
         if self.session.fast:
             # --fast feeds frames faster than real time: count the silence waited in stream time.
             record.times.speech_end = asr_start - (event.at_s - event.speech_end_s)
@@ -216,6 +214,11 @@ class ListenStage(FrameProcessor):
                           barge_in=barged,
                           interrupted_reply=interrupted.sentence if interrupted else None)
         await self.push_frame(CallerTurnFrame(turn=turn))
+
+    def _extra_wait_ms(self, text: str) -> float:
+        turn = self.session.settings.turn
+        wait = required_silence_ms(text, turn, expect_digits=self.session.expect == Expect.DIGITS)
+        return max(0.0, wait - turn.confirm_silence_ms)
 
     def _track_asr_budget(self, transcript: Transcript) -> None:
         budget = self.session.settings.budget
