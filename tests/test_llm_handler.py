@@ -66,3 +66,38 @@ async def test_llm_rewrites_of_facts_are_kept_only_when_they_pass_the_check(llm_
                                                            " 456712 UPS") == []
     else:  # the weak model added something: the caller hears the template, which is right
         assert answer.text == tried["template"] and tried["problems"]
+
+
+def test_the_versioned_tool_schema_file_matches_the_tools():
+    import json
+
+    from voice.agent import PROMPTS, tool_schema
+
+    assert json.loads((PROMPTS / "tools-v1.json").read_text()) == tool_schema()
+
+
+async def test_free_form_answers_are_bounded_and_checked(llm_url):
+    from openai import AsyncOpenAI
+
+    from handoff.crm import CrmStore, seed
+    from intents.classifier import IntentClassifier
+    from intents.config import load_menu
+    from voice.agent import LlmAgent
+    from voice.tools import Tools
+    from voice.turn_manager import TurnManager
+    from voice.turns import CallInfo
+
+    crm = CrmStore("sqlite://")
+    seed(crm, customers=10)
+    agent = LlmAgent(AsyncOpenAI(base_url=llm_url, api_key="none"), Tools(crm))
+    classifier = IntentClassifier(shared_registry().embedder()).fit(*load_menu().training_data())
+    tm = TurnManager(load_menu(), classifier, crm, agent=agent)
+    await tm.start_call(CallInfo("t"))
+    reply = await tm.handle_turn(CallerTurn("t", 1, "Do you have a store in Paris?"))
+    [answer] = tm.agent_answers
+    assert len(answer.tool_calls) <= agent.max_iterations
+    assert answer.prompt_version == "turn-manager-v1"
+    if answer.accepted:
+        assert reply.text.startswith(answer.text) and not answer.problems
+    else:  # not backed by facts: the caller hears the menu instead
+        assert "press 1" in reply.text and answer.problems

@@ -46,12 +46,22 @@ def build_turn_manager(settings):
     menu = load_menu(settings.call.menu)
     embedder = shared_registry(settings.models).embedder()
     classifier = IntentClassifier(embedder).fit(*menu.training_data())
-    phraser = None
+    crm = CrmStore(settings.call.crm_url)
+    phraser = agent = None
+    if (settings.call.llm_phrasing or settings.call.llm_answers) and not settings.models.llm_url:
+        raise SystemExit("call.llm_phrasing and call.llm_answers need models.llm_url "
+                         "(an OpenAI-compatible URL)")
     if settings.call.llm_phrasing:
-        if not settings.models.llm_url:
-            raise SystemExit("call.llm_phrasing needs models.llm_url (an OpenAI-compatible URL)")
         phraser = LlmPhraser(settings.models.llm_url)
-    return TurnManager(menu, classifier, CrmStore(settings.call.crm_url), embedder, phraser)
+    if settings.call.llm_answers:
+        from openai import AsyncOpenAI
+
+        from voice.agent import LlmAgent
+        from voice.tools import Tools
+
+        agent = LlmAgent(AsyncOpenAI(base_url=settings.models.llm_url, api_key="not-needed"),
+                         Tools(crm))
+    return TurnManager(menu, classifier, crm, embedder, phraser, agent)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

@@ -159,6 +159,10 @@ class CallSettings(Section):
                                "turn manager's factual replies; a rewrite that adds a number, "
                                "name or action not in the facts is dropped for the template. Off "
                                "by default: the embedded 135M model rarely passes.")
+    llm_answers: bool = Field(False, description="When nothing in the menu fits, let the LLM at "
+                              "models.llm_url answer with the CRM tools (prompt and tool schema "
+                              "in voice/prompts/); its answer is spoken only if it passes the "
+                              "facts check. Off by default, like llm_phrasing.")
     crm_url: str = Field("sqlite:///var/crm.sqlite", description="CRM database (SQLAlchemy URL).")
     greeting: str | None = Field(None, description="Said when the call starts. None: no greeting.")
     llm_system_prompt: str = Field(

@@ -19,6 +19,7 @@ from intents.config import MenuConfig
 from intents.entities import YesNo, digit_groups, digit_string, mask_card_numbers, yes_or_no
 from intents.policy import Action, Decision, MenuPolicy
 from intents.signals import SignalTracker
+from voice.agent import AgentAnswer, LlmAgent
 from voice.guardrails import violations
 from voice.tools import ToolResult, Tools
 from voice.turns import CallerTurn, CallInfo, Expect, Reply
@@ -72,7 +73,8 @@ class TurnManager:
     """One per call; implements the pipeline's TurnHandler protocol."""
 
     def __init__(self, menu: MenuConfig, classifier: IntentClassifier, crm: CrmStore,
-                 embedder=None, phraser: LlmPhraser | None = None) -> None:
+                 embedder=None, phraser: LlmPhraser | None = None,
+                 agent: LlmAgent | None = None) -> None:
         self.menu = menu
         self.classifier = classifier
         self.policy = MenuPolicy(menu)
@@ -80,6 +82,8 @@ class TurnManager:
         self.crm = crm
         self.signals = SignalTracker(embedder)
         self.phraser = phraser
+        self.agent = agent
+        self.agent_answers: list[AgentAnswer] = []
         self.phrasings: list[dict] = []  # every LLM rewrite tried, accepted or not, and why
         self.state = CallState(call_id="", menu_version=menu.version)
         self._pending: _Pending | None = None
@@ -117,6 +121,14 @@ class TurnManager:
             turn.index, text, prediction.label, round(prediction.confidence, 3),
             [(n, round(p, 3)) for n, p in prediction.alternatives], decision.action.value,
             decision.reason))
+        if decision.action == Action.MENU and self.agent is not None:
+            # Nothing in the menu fits: the LLM may answer, with tools, if its answer passes.
+            answer = await self.agent.answer(text, fallback=decision.prompt or "")
+            self.agent_answers.append(answer)
+            self.state.actions += [ActionRecord(c["tool"], c["arguments"], c["ok"], None,
+                                                c["error"]) for c in answer.tool_calls]
+            if answer.accepted:
+                return Reply(text=f"{answer.text} {ANYTHING_ELSE}", nlu_ms=nlu_ms)
         reply = self._act(decision, turn)
         reply.nlu_ms = nlu_ms
         return await self._phrase(reply)
