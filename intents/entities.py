@@ -105,7 +105,9 @@ def mask_card_numbers(text: str) -> str:
         digits = re.sub(r"\D", "", match.group(0))
         return f"[card ending {digits[-4:]}]"
 
-    return re.sub(r"\b(?:\d[ -]?){12,18}\d\b", mask, text)
+    # Whisper writes a card number grouped by spaces or hyphens, or as one big number with
+    # thousands separators ("4,111,111,111,111,234").
+    return re.sub(r"\b(?:\d[ ,.-]?){12,18}\d\b", mask, text)
 
 
 _MONTHS = {m: i for i, m in enumerate(

@@ -43,3 +43,16 @@ def pytest_configure(config) -> None:
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+
+
+@pytest.fixture
+def caplog_loguru():
+    """Everything the IVR logs during a test, at every level."""
+    import io
+
+    from loguru import logger
+
+    sink = io.StringIO()
+    handler = logger.add(sink, level="DEBUG")
+    yield sink
+    logger.remove(handler)

@@ -44,6 +44,8 @@ def test_card_numbers_are_masked_to_the_last_four():
     said = "my card is 4111 1111 1111 1234 expiry next year"
     assert mask_card_numbers(said) == "my card is [card ending 1234] expiry next year"
     assert mask_card_numbers("order 4567") == "order 4567"
+    assert mask_card_numbers("It's 4,111,111,111,111,234.") == "It's [card ending 1234]."
+    assert mask_card_numbers("about 1,200.50 dollars") == "about 1,200.50 dollars"
 
 
 def test_real_asr_output_of_a_number_read_with_pauses(engines, calls_manifest):

@@ -177,3 +177,12 @@ async def test_a_keypad_tone_in_the_audio_routes_like_the_spoken_request(setting
     by_voice = await spoken.handle_turn(turn(1, "where is my order"))
     assert tm._pending is not None and tm._pending.slot == "order_number"
     assert spoken._pending is not None and by_voice.expect == Expect.DIGITS
+
+
+@pytest.mark.slow
+async def test_a_spoken_card_number_never_reaches_records_or_logs(settings, caplog_loguru):
+    caller = synthetic_caller([("My card number is 4111 1111 1111 1234.", 4.0)])
+    result = await simulate_call(caller, settings, realtime=False)
+    line = result.turns[0].to_json()
+    assert "4111" not in line and "1234" in line, line
+    assert "4111" not in caplog_loguru.getvalue()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from intents.entities import mask_card_numbers
+
 
 class Expect(StrEnum):
     """What the flow expects the caller to say next; end-of-turn waits longer for digits."""
@@ -89,7 +91,7 @@ class EchoTurnHandler:
         return Reply(text=self.greeting) if self.greeting else None
 
     async def handle_turn(self, turn: CallerTurn) -> Reply | None:
-        return Reply(text=f"You said: {turn.text}")
+        return Reply(text=f"You said: {mask_card_numbers(turn.text)}")
 
     async def handle_dtmf(self, digits: str) -> Reply | None:
         return Reply(text=f"You pressed {' '.join(digits)}.")
@@ -122,8 +124,9 @@ class LlmTurnHandler:
         return None
 
     async def handle_turn(self, turn: CallerTurn) -> Reply | None:
-        self.history.append({"role": "user", "content": turn.text})
-        return Reply(stream=self._stream(), fallback_text=f"You said: {turn.text}")
+        said = mask_card_numbers(turn.text)  # a hosted LLM must not receive card numbers either
+        self.history.append({"role": "user", "content": said})
+        return Reply(stream=self._stream(), fallback_text=f"You said: {said}")
 
     async def _stream(self) -> AsyncIterator[str]:
         started = time.perf_counter()

@@ -26,6 +26,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from intents.dtmf import DtmfDetector
+from intents.entities import mask_card_numbers
 from voice.asr import Transcript
 from voice.audio import ASR_SAMPLE_RATE, StreamResampler
 from voice.endpointing import TurnEvent, TurnEventKind, TurnSegmenter, required_silence_ms
@@ -95,7 +96,8 @@ class ListenStage(FrameProcessor):
         if self.dtmf is not None:
             key = self.dtmf.push(samples)
             if key is not None and key in _KEYPAD:  # pipecat has no A-D keys
-                logger.info(f"{self.session.call_id}: in-band DTMF {key}")
+                # Not the key itself: callers key card numbers and PINs.
+                logger.debug(f"{self.session.call_id}: in-band DTMF key detected")
                 await self.push_frame(InputDTMFFrame(button=KeypadEntry(key)))
         wide = self.resampler.process(samples)
         if len(self._pending16):
@@ -165,7 +167,7 @@ class ListenStage(FrameProcessor):
                                    expect_digits=expect_digits)
         if not transcript.text:
             wait = self.session.settings.turn.confirm_silence_ms
-        logger.debug(f"{self.session.call_id}: heard {transcript.text!r} in "
+        logger.debug(f"{self.session.call_id}: heard {mask_card_numbers(transcript.text)!r} in "
                      f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait:.0f} ms silence")
         for ended in self.segmenter.set_required_silence(wait, self.stream_s):
             await self._on_turn_event(ended)
@@ -190,13 +192,16 @@ class ListenStage(FrameProcessor):
         self._track_asr_budget(transcript)
         text = transcript.text.strip()
         if not text or (barged and is_backchannel(text)):
-            logger.info(f"{self.session.call_id}: no turn ({transcript.dropped or repr(text)})")
+            logger.info(f"{self.session.call_id}: no turn "
+                        f"({transcript.dropped or repr(mask_card_numbers(text))})")
             if barged and self.session.settings.barge_in.resume_on_backchannel and \
                     self.session.last_interrupted is not None:
                 await self.push_frame(ResumeReplyFrame(self.session.last_interrupted.reply_id))
             return
         self._turn_index += 1
-        record = TurnRecord(index=self._turn_index, caller_text=text,
+        # Records and logs never hold a card number in clear; the turn handler gets the words
+        # as heard (a payment flow must see them) and masks what it keeps.
+        record = TurnRecord(index=self._turn_index, caller_text=mask_card_numbers(text),
                             speech_start_s=event.speech_start_s, speech_end_s=event.speech_end_s,
                             times=TurnTimes(speech_end=speech_end_wall, asr_start=asr_start,
                                             asr_end=asr_end, confirmed=confirmed),
