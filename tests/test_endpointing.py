@@ -78,3 +78,11 @@ def test_the_wait_depends_on_what_was_said():
     assert required_silence_ms("My account number is 4 5 6", s) == s.digits_silence_ms
     assert required_silence_ms("four five", s, expect_digits=True) == s.digits_silence_ms
     assert required_silence_ms("I have 2", s) == s.confirm_silence_ms
+
+
+def test_a_hang_up_mid_sentence_still_closes_the_turn():
+    seg = TurnSegmenter(TurnSettings(), FRAME)
+    run(seg, [(True, 0.8)])
+    event = seg.end_now(0.8)
+    assert event is not None and event.kind == K.TURN_ENDED and event.forced
+    assert seg.end_now(0.9) is None  # nothing left open

@@ -111,6 +111,14 @@ class TurnSegmenter:
         self.required_silence_ms = silence_ms
         return self._maybe_end(now_s)
 
+    def end_now(self, t_s: float) -> TurnEvent | None:
+        """The caller's audio ended (hang-up, end of file): close a turn in progress."""
+        event = None
+        if self.in_turn:
+            event = self._event(TurnEventKind.TURN_ENDED, t_s, forced=True)
+        self._reset()
+        return event
+
     def _maybe_end(self, t_s: float) -> list[TurnEvent]:
         if not self.paused:
             return []

@@ -51,6 +51,7 @@ class CallSession:
         self._emitted: set[int] = set()
         self._heard: dict[int, list[str]] = {}  # reply id -> sentences played in full
         self._asr_downgraded = False
+        self._pending_ladder: str | None = None  # a step that fired between turns
         self.frames_processed = 0
         self._frame_event = asyncio.Event()
 
@@ -132,9 +133,8 @@ class CallSession:
     # -- turn records --------------------------------------------------------------------------------
 
     def add_turn(self, record: TurnRecord) -> None:
-        ladder = getattr(self, "_pending_ladder", None)
-        if ladder:
-            record.ladder.append(ladder)
+        if self._pending_ladder:
+            record.ladder.append(self._pending_ladder)
             self._pending_ladder = None
         self.turns[record.index] = record
 
@@ -143,6 +143,10 @@ class CallSession:
 
     def turn_done(self, index: int) -> None:
         self._emit(index)
+
+    def is_written(self, index: int) -> bool:
+        """The turn's record is final and was handed to ``on_turn``."""
+        return index in self._emitted
 
     def _on_playout(self, event: PlayoutEvent) -> None:
         record = self.turns.get(abs(event.turn_index)) if event.turn_index else None

@@ -112,7 +112,7 @@ async def _wait_for_reply(session: CallSession, timeout_s: float = 30.0) -> None
     """--fast: stream time stands still while a reply is being written or synthesized."""
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
-        unanswered = any(r.times.first_text is None and r.index not in session._emitted
+        unanswered = any(r.times.first_text is None and not session.is_written(r.index)
                          for r in session.turns.values())
         if not (unanswered or session.replies_in_flight):
             return

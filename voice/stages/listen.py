@@ -261,11 +261,8 @@ class ListenStage(FrameProcessor):
 
     async def _finish(self) -> None:
         """The caller's audio ended (hang-up or end of file): a turn in progress still counts."""
-        seg = self.segmenter
-        if seg.in_turn:
-            event = TurnEvent(TurnEventKind.TURN_ENDED, self.stream_s, seg.speech_start_s,
-                              seg.speech_end_s, forced=True)
-            seg._reset()
+        event = self.segmenter.end_now(self.stream_s)
+        if event is not None:
             await self._end_turn(event)
         if self._asr_task is not None and not self._asr_task.done():
             await self.cancel_task(self._asr_task)
