@@ -140,7 +140,7 @@ class BudgetSettings(Section):
                                         "long after the turn was decided, say the acknowledgement "
                                         "while work continues.")
     asr_overruns_before_downgrade: int = Field(3, description="Consecutive ASR overruns after "
-                                               "which the call switches to models.asr_fallback.")
+                                               "which the call switches to budget.asr_fallback.")
     asr_fallback: str | None = Field(None, description="Smaller ASR model used after repeated "
                                      "overruns (for example 'tiny.en' when the main one is "
                                      "'base'). None disables that step.")
