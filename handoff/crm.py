@@ -94,6 +94,49 @@ class OrderInfo:
     customer_name: str
 
 
+@dataclass(frozen=True)
+class ChargeInfo:
+    account_number: str
+    amount_cents: int
+    description: str
+    charged_on: date
+
+
+@dataclass(frozen=True)
+class CaseInfo:
+    id: int
+    customer_id: int | None
+    subject: str
+    status: str
+    notes: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    number: str
+    balance_cents: int
+
+
+@dataclass(frozen=True)
+class CustomerCard:
+    """What an agent sees of a caller: identity and the records a call is usually about."""
+
+    id: int
+    name: str
+    phone: str
+    tier: str
+    language: str
+    accounts: list[AccountInfo]
+    recent_orders: list[OrderInfo]
+    recent_charges: list[ChargeInfo]
+    open_cases: list[CaseInfo]
+
+
+CASE_STATUSES = ("open", "pending", "closed")
+_CASE_NOTES_MAX = 4000
+
+
 class CrmStore:
     """A thin, typed facade over the tables; each call is one short transaction."""
 
@@ -148,6 +191,66 @@ class CrmStore:
             s.flush()
             return case.id
 
+    def customer_card(self, customer_id: int, *, orders: int = 5, charges: int = 5
+                      ) -> CustomerCard | None:
+        """The customer's card in one read: newest orders and charges first, open cases."""
+        with Session(self.engine) as s:
+            customer = s.get(Customer, customer_id)
+            if customer is None:
+                return None
+            accounts = list(s.scalars(select(Account).where(Account.customer_id == customer_id)
+                                      .order_by(Account.number)))
+            by_id = {a.id: a.number for a in accounts}
+            order_rows = s.scalars(select(Order).where(Order.customer_id == customer_id)
+                                   .order_by(Order.placed_on.desc(), Order.number).limit(orders))
+            charge_rows = s.scalars(select(Charge).where(Charge.account_id.in_(by_id))
+                                    .order_by(Charge.charged_on.desc(), Charge.id.desc())
+                                    .limit(charges)) if by_id else []
+            return CustomerCard(
+                id=customer.id, name=customer.name, phone=customer.phone, tier=customer.tier,
+                language=customer.language,
+                accounts=[AccountInfo(a.number, a.balance_cents) for a in accounts],
+                recent_orders=[OrderInfo(o.number, o.status, o.carrier, o.placed_on, o.eta,
+                                         customer.name) for o in order_rows],
+                recent_charges=[ChargeInfo(by_id[c.account_id], c.amount_cents, c.description,
+                                           c.charged_on) for c in charge_rows],
+                open_cases=self.cases(customer_id, status="open", session=s))
+
+    def cases(self, customer_id: int, status: str | None = None, *,
+              session: Session | None = None) -> list[CaseInfo]:
+        """The customer's cases, newest first; ``status`` filters."""
+        def read(s: Session) -> list[CaseInfo]:
+            query = select(Case).where(Case.customer_id == customer_id)
+            if status is not None:
+                query = query.where(Case.status == status)
+            return [_case_info(c) for c in s.scalars(query.order_by(Case.id.desc()))]
+        if session is not None:
+            return read(session)
+        with Session(self.engine) as s:
+            return read(s)
+
+    def case(self, case_id: int) -> CaseInfo | None:
+        with Session(self.engine) as s:
+            row = s.get(Case, case_id)
+            return None if row is None else _case_info(row)
+
+    def update_case(self, case_id: int, *, add_note: str | None = None,
+                    status: str | None = None) -> CaseInfo:
+        """Append a note (oldest notes are dropped past the column's size) and/or set status."""
+        if status is not None and status not in CASE_STATUSES:
+            raise ValueError(f"case status must be one of {CASE_STATUSES}, not {status!r}")
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            row = s.get(Case, case_id)
+            if row is None:
+                raise KeyError(f"no case {case_id}")
+            if add_note:
+                notes = f"{row.notes}\n{add_note}" if row.notes else add_note
+                row.notes = notes[-_CASE_NOTES_MAX:]
+            if status is not None:
+                row.status = status
+            s.flush()
+            return _case_info(row)
+
     def schedule_callback(self, phone: str, window: str, customer_id: int | None = None) -> int:
         with Session(self.engine) as s, s.begin():
             callback = Callback(customer_id=customer_id, phone=phone, window=window,
@@ -159,6 +262,10 @@ class CrmStore:
     def count(self, table: type[Base]) -> int:
         with Session(self.engine) as s:
             return s.scalar(select(func.count()).select_from(table)) or 0
+
+
+def _case_info(row: Case) -> CaseInfo:
+    return CaseInfo(row.id, row.customer_id, row.subject, row.status, row.notes, row.created_at)
 
 
 _FIRST = ("James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara "

@@ -35,6 +35,21 @@ class IntentRecord:
 
 
 @dataclass
+class EscalationDecision:
+    """One turn's escalation verdict, kept whether or not the caller was handed over, so a
+    reviewer can see why the IVR held a caller or let them go."""
+
+    turn: int
+    escalate: bool
+    reason: str
+    score: float  # the combined pressure of the soft signals; 1.0 is the intent's threshold
+    signals: dict[str, Any]  # the values the verdict was computed from
+    intent: str | None = None  # the intent whose thresholds applied
+    queue: str | None = None  # where the caller goes, when escalate
+    at: str = field(default_factory=_now)
+
+
+@dataclass
 class CallState:
     call_id: str
     caller_number: str | None = None
@@ -47,6 +62,8 @@ class CallState:
     signals: list[dict[str, Any]] = field(default_factory=list)
     route: str | None = None  # the queue the caller is to be handed to, if any
     escalation_reason: str | None = None
+    escalations: list[EscalationDecision] = field(default_factory=list)  # one per caller turn
+    started_at: str = field(default_factory=_now)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

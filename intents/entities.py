@@ -99,15 +99,77 @@ def amount(text: str) -> float | None:
     return float(figures)
 
 
-def mask_card_numbers(text: str) -> str:
-    """Card numbers never leave in clear: keep the last four digits of any 13-19 digit run."""
-    def mask(match: re.Match) -> str:
-        digits = re.sub(r"\D", "", match.group(0))
-        return f"[card ending {digits[-4:]}]"
+_TOKEN = re.compile(r"[A-Za-z]+|\d+")
+_LIGHT_GAP = re.compile(r"[\s,.\-]{0,3}")  # what may sit between the groups of one number
 
-    # Whisper writes a card number grouped by spaces or hyphens, or as one big number with
-    # thousands separators ("4,111,111,111,111,234").
-    return re.sub(r"\b(?:\d[ ,.-]?){12,18}\d\b", mask, text)
+
+def digit_runs(text: str) -> list[tuple[int, int, str]]:
+    """Every run of spoken or written digits in ``text``: (start, end, digits as figures).
+
+    The same reading as ``digit_string`` ("four one one one, 1111" -> "41111111"), with the
+    span it covers in ``text`` so that it can be replaced; groups may be separated by spaces,
+    commas, periods or hyphens, as Whisper writes them.
+    """
+    tokens = [(m.start(), m.end(), m.group(0).lower()) for m in _TOKEN.finditer(text)]
+    runs: list[tuple[int, int, str]] = []
+    start = end = 0
+    digits, repeat = "", 1
+
+    def close() -> None:
+        nonlocal digits, repeat
+        if digits:
+            runs.append((start, end, digits))
+        digits, repeat = "", 1
+
+    for i, (t_start, t_end, token) in enumerate(tokens):
+        if digits and not _LIGHT_GAP.fullmatch(text[end:t_start]):
+            close()
+        piece = None
+        if token.isdigit():
+            piece = token
+        elif token in _REPEAT:
+            following = tokens[i + 1][2] if i + 1 < len(tokens) else ""
+            if following.isdigit() or following in _DIGITS:
+                repeat = _REPEAT[token]
+                if not digits:
+                    start = t_start
+                end = t_end
+                continue
+        elif token in _DIGITS:
+            following = tokens[i + 1][2] if i + 1 < len(tokens) else ""
+            between_digits = bool(digits) and (following.isdigit() or following in _REPEAT or
+                                               (following in _DIGITS and
+                                                following not in _AMBIGUOUS))
+            if token not in _AMBIGUOUS or between_digits:
+                piece = _DIGITS[token]
+        elif token in _TENS and digits:
+            piece = str(_TENS[token])
+        if piece is None:
+            close()
+            continue
+        if not digits and repeat == 1:
+            start = t_start
+        digits += piece[0] * (repeat - 1) + piece if repeat > 1 else piece
+        repeat, end = 1, t_end
+    close()
+    return runs
+
+
+def replace_runs(text: str, replace) -> str:
+    """``text`` with each digit run for which ``replace(digits)`` returns a string replaced."""
+    out, last = [], 0
+    for start, end, digits in digit_runs(text):
+        new = replace(digits)
+        if new is not None:
+            out += [text[last:start], new]
+            last = end
+    return "".join(out) + text[last:]
+
+
+def mask_card_numbers(text: str) -> str:
+    """Card numbers never leave in clear: keep the last four digits of any 13-19 digit run,
+    written ("4111 1111 1111 1234", "4,111,111,111,111,234") or spoken ("four one one one, ...")."""
+    return replace_runs(text, lambda d: f"[card ending {d[-4:]}]" if 13 <= len(d) <= 19 else None)
 
 
 _MONTHS = {m: i for i, m in enumerate(

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from datetime import date
 
 from handoff.crm import CrmStore
-from handoff.state import ActionRecord, CallState, IntentRecord
+from handoff.escalation import EscalationPolicy, TurnObservation
+from handoff.package import TranscriptLine
+from handoff.redaction import SECRET_SLOTS, redact, redact_keyed
+from handoff.state import ActionRecord, CallState, EscalationDecision, IntentRecord
 from intents.classifier import IntentClassifier
-from intents.config import MenuConfig
-from intents.entities import YesNo, digit_groups, digit_string, mask_card_numbers, yes_or_no
+from intents.config import OUT_OF_SCOPE, MenuConfig
+from intents.entities import YesNo, digit_groups, digit_string, yes_or_no
 from intents.policy import Action, Decision, MenuPolicy
-from intents.signals import SignalTracker
+from intents.signals import Signals, SignalTracker
 from voice.agent import AgentAnswer, LlmAgent
 from voice.guardrails import violations
 from voice.tools import ToolResult, Tools
@@ -74,10 +77,12 @@ class TurnManager:
 
     def __init__(self, menu: MenuConfig, classifier: IntentClassifier, crm: CrmStore,
                  embedder=None, phraser: LlmPhraser | None = None,
-                 agent: LlmAgent | None = None) -> None:
+                 agent: LlmAgent | None = None,
+                 escalation: EscalationPolicy | None = None) -> None:
         self.menu = menu
         self.classifier = classifier
         self.policy = MenuPolicy(menu)
+        self.escalation = escalation or EscalationPolicy()
         self.tools = Tools(crm)
         self.crm = crm
         self.signals = SignalTracker(embedder)
@@ -86,8 +91,13 @@ class TurnManager:
         self.agent_answers: list[AgentAnswer] = []
         self.phrasings: list[dict] = []  # every LLM rewrite tried, accepted or not, and why
         self.state = CallState(call_id="", menu_version=menu.version)
+        self.transcript: list[TranscriptLine] = []  # secrets redacted; for the handoff package
         self._pending: _Pending | None = None
         self._keyed = ""
+        self._intent: str | None = None  # the intent of the flow in progress
+        self._routed: tuple[str, str] | None = None  # (queue, reason) the flow chose this turn
+        self._started = time.monotonic()
+        self._turn = 0
         classifier.embed(["warm up"])  # the first encoding is several times slower
 
     # -- TurnHandler -------------------------------------------------------------------------------
@@ -95,21 +105,41 @@ class TurnManager:
     async def start_call(self, call: CallInfo) -> Reply | None:
         self.state.call_id = call.call_id
         self.state.caller_number = call.caller_number
+        self._started = time.monotonic()
         if call.caller_number:
             customer = self.crm.customer_by_phone(call.caller_number)
             if customer is not None:
                 self.state.customer_id, self.state.customer_name = customer.id, customer.name
-        return Reply(text=GREETING)
+        return self._said(Reply(text=GREETING))
 
     async def handle_turn(self, turn: CallerTurn) -> Reply | None:
         started = time.perf_counter()
-        text = mask_card_numbers(turn.text)
+        self._turn, self._routed = turn.index, None
+        asked_for = SECRET_SLOTS.get(self._pending.slot) if self._pending is not None else None
+        text = redact(turn.text, asked_for=asked_for)
+        self.transcript.append(TranscriptLine(turn=turn.index, speaker="caller", text=text))
         # One encoding for the intent and the signals, off the event loop (about 10 ms of CPU).
         vector = await asyncio.to_thread(self.classifier.embed, [text])
         signals = self.signals.observe(text, vector[0])
         self.state.signals.append({"turn": turn.index, **signals.__dict__})
         if signals.asks_for_human:  # a caller who asks for a human gets one, no argument
-            return self._to_queue("general", "caller asked for a human", turn)
+            decision = self._decide(turn, text, signals, request=True)
+            return self._said(self._escalate(decision))
+        in_slot = self._pending is not None
+        records = len(self.state.intents)
+        reply = await self._respond(turn, text, vector, started)
+        record = self.state.intents[-1] if len(self.state.intents) > records else None
+        decision = self._decide(turn, text, signals, request=not in_slot or record is not None,
+                                record=record)
+        if decision.escalate and self._routed is None:
+            nlu_ms = reply.nlu_ms
+            # A compliance matter is not the caller's patience running out: no apology for it.
+            reply = self._escalate(decision, apology=not decision.signals["compliance_keywords"])
+            reply.nlu_ms = nlu_ms
+        return self._said(reply)
+
+    async def _respond(self, turn: CallerTurn, text: str, vector, started: float) -> Reply:
+        """The flow's answer to one turn (the escalation policy has the last word)."""
         if self._pending is not None:
             reply = self._continue_slot(text)
             if reply is not None:
@@ -121,6 +151,8 @@ class TurnManager:
             turn.index, text, prediction.label, round(prediction.confidence, 3),
             [(n, round(p, 3)) for n, p in prediction.alternatives], decision.action.value,
             decision.reason))
+        if decision.action == Action.ROUTE and decision.intent is not None:
+            self._intent = decision.intent.name
         if decision.action == Action.MENU and self.agent is not None:
             # Nothing in the menu fits: the LLM may answer, with tools, if its answer passes.
             answer = await self.agent.answer(text, fallback=decision.prompt or "")
@@ -139,11 +171,63 @@ class TurnManager:
                 self._keyed += digits
                 return None
             keyed, self._keyed = self._keyed, ""
-            return self._continue_slot(keyed) or Reply(text="Sorry, I didn't get that.")
-        return self._act(self.policy.from_dtmf(digits), None)
+            self._keyed_line(redact_keyed(keyed, asked_for=SECRET_SLOTS.get(self._pending.slot)))
+            return self._said(self._continue_slot(keyed) or
+                              Reply(text="Sorry, I didn't get that."))
+        self._keyed_line(redact_keyed(digits))
+        self._routed = None
+        decision = self.policy.from_dtmf(digits)
+        if decision.intent is not None:  # the digit says the intent as surely as words would
+            self._intent = decision.intent.name
+            self.state.intents.append(IntentRecord(self._turn, f"[keyed {digits}]",
+                                                   decision.intent.name, 1.0, [],
+                                                   decision.action.value, decision.reason))
+        reply = self._act(decision, None)
+        if self._routed is not None:  # a keyed menu choice that routes is a verdict too
+            self._decide(None, "", Signals(False, 0.0, False, (), None), request=True)
+        return self._said(reply)
 
     async def end_call(self, reason: str) -> None:
         return None
+
+    # -- escalation ----------------------------------------------------------------------------------
+
+    def _decide(self, turn: CallerTurn | None, text: str, signals: Signals, *, request: bool,
+                record: IntentRecord | None = None) -> EscalationDecision:
+        """Ask the escalation policy about this turn; the verdict is kept in the state."""
+        intent = self._intent
+        if intent is None and record is not None and record.label != OUT_OF_SCOPE:
+            intent = record.label
+        spec = self.menu.by_name(intent) if intent else None
+        queue = spec.route.target if spec is not None and spec.route is not None and \
+            spec.route.kind == "queue" else None
+        elapsed = time.monotonic() - self._started
+        if turn is not None:  # the caller's position in the stream is call time, replayable
+            elapsed = max(elapsed, turn.speech_end_s)
+        return self.escalation.decide(self.state, TurnObservation(
+            turn=turn.index if turn is not None else self._turn, text=text, signals=signals,
+            elapsed_s=elapsed, request=request, intent=intent,
+            confidence=record.confidence if record is not None else None, intent_queue=queue,
+            routed_queue=self._routed[0] if self._routed else None,
+            routed_reason=self._routed[1] if self._routed else None))
+
+    def _escalate(self, decision: EscalationDecision, apology: bool = False) -> Reply:
+        """Hand the caller over as the policy decided; whatever the flow was collecting stops."""
+        self._pending, self._keyed = None, ""
+        reply = self._to_queue(decision.queue or "general", decision.reason, None)
+        if apology:
+            reply.text = f"I'm sorry this is taking a while. {reply.text}"
+        return reply
+
+    def _said(self, reply: Reply | None) -> Reply | None:
+        if reply is not None and reply.text:
+            self.transcript.append(TranscriptLine(turn=self._turn, speaker="ivr",
+                                                  text=redact(reply.text)))
+        return reply
+
+    def _keyed_line(self, keyed: str) -> None:
+        self.transcript.append(TranscriptLine(turn=self._turn, speaker="caller",
+                                              text=f"[keyed {keyed}]"))
 
     # -- decisions -----------------------------------------------------------------------------------
 
@@ -163,6 +247,7 @@ class TurnManager:
     def _to_queue(self, queue: str, reason: str, turn: CallerTurn | None) -> Reply:
         self.state.route = queue
         self.state.escalation_reason = reason
+        self._routed = (queue, reason)
         team = "a colleague" if queue == "general" else f"our {queue.replace('_', ' ')} team"
         return Reply(text=f"I'll connect you with {team} now. Please hold.")
 

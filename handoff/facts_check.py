@@ -1,0 +1,50 @@
+"""Checks LLM-written text (a spoken reply, a handoff summary) against the facts.
+
+The embedded 135M model writes fluent falsehoods (DESIGN.md), so a rewrite is accepted only if
+every number, date, money amount and proper name in it comes from the facts the flow gave it, and
+it claims no action the system of record did not confirm. Anything else falls back to the
+template, which is built from the same facts and is always right.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_CLAIMS = re.compile(r"\b(refund(?:ed)?|cancel(?:led|ed)?|credited|waived|upgraded|"
+                     r"changed|updated|scheduled|booked|sent|issued|opened)\b", re.I)
+_ALWAYS_OK = {"I", "I'm", "I'll", "Order", "Your", "Is", "Thanks", "Thank", "Sorry", "Please",
+              "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+              "January", "February", "March", "April", "May", "June", "July", "August",
+              "September", "October", "November", "December"}
+
+
+_DIGIT_GROUPS = re.compile(r"\b\d(?:[ ,]+\d\b)+")  # "4 5 6, 7 1 2" as read back
+
+
+def _numbers(text: str) -> list[str]:
+    """Whole numbers as said: digit groups read back count as one number."""
+    joined = _DIGIT_GROUPS.sub(lambda m: re.sub(r"\D", "", m.group(0)), text)
+    return [n.replace(",", "") for n in _NUMBER.findall(joined)]
+
+
+def violations(reply: str, facts_text: str, confirmed_actions: set[str] | None = None
+               ) -> list[str]:
+    """What in ``reply`` is not backed by ``facts_text`` (the template and tool results)."""
+    found: list[str] = []
+    known_numbers = set(_numbers(facts_text))
+    for number in _numbers(reply):
+        if number not in known_numbers:
+            found.append(f"number {number} is not in the facts")
+    known_words = set(re.findall(r"[A-Za-z']+", facts_text))
+    for sentence in re.split(r"(?<=[.!?])\s+", reply):
+        for word in re.findall(r"[A-Za-z']+", sentence)[1:]:  # a sentence's first word is not a name
+            if word[0].isupper() and word not in known_words and word not in _ALWAYS_OK:
+                found.append(f"name {word!r} is not in the facts")
+    confirmed = {a.lower() for a in (confirmed_actions or set())}
+    facts_lower = facts_text.lower()
+    for claim in _CLAIMS.findall(reply):
+        stem = claim.lower()[:4]  # "opened" matches the tool open_case
+        if stem not in facts_lower and not any(stem in a for a in confirmed):
+            found.append(f"claims '{claim}' with no confirmed action")
+    return found

@@ -1,0 +1,111 @@
+"""Secrets out of transcripts and handoff packages, as a contact centre handles them.
+
+Card numbers keep their last four digits (what an agent needs to tell cards apart); CVV, PIN,
+social security numbers, passwords and security answers are removed. Text is read as Whisper
+writes telephone speech: digits as figures, as words ("four one one one"), or both.
+
+Two triggers: a keyword just before the digits ("my PIN is 4 3 2 1"), and the flow itself, which
+knows when it asked for a secret (``asked_for``): then the whole answer is treated as that secret.
+A final scan (``scan``) runs over a package before it is written anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any
+
+from intents.entities import digit_runs, mask_card_numbers, replace_runs
+
+
+class Secret(StrEnum):
+    CARD = "card"
+    CVV = "cvv"
+    PIN = "pin"
+    SSN = "ssn"
+    PASSWORD = "password"
+    SECURITY_ANSWER = "security answer"
+
+
+# Slot names a flow may collect that hold a secret; their values never reach the state.
+SECRET_SLOTS: dict[str, Secret] = {
+    "card_number": Secret.CARD, "cvv": Secret.CVV, "pin": Secret.PIN, "ssn": Secret.SSN,
+    "password": Secret.PASSWORD, "security_answer": Secret.SECURITY_ANSWER,
+}
+
+# How far before a digit run a keyword still names it (about six spoken words).
+_KEYWORD_WINDOW = 40
+_BEFORE_DIGITS = (
+    (Secret.SSN, re.compile(r"\b(social security|ssn|social)\b"), 9, 9),
+    (Secret.CVV, re.compile(r"\b(cvv2?|cvc|cv2|security code|verification code|"
+                            r"(?:digits|numbers) on the back)\b"), 3, 4),
+    (Secret.PIN, re.compile(r"\b(pin|passcode)\b"), 4, 8),
+)
+_SSN_WRITTEN = re.compile(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b")
+_PHRASE = re.compile(r"\b(password|passphrase|pass phrase|passcode|security answer|"
+                     r"memorable word|mother'?s maiden name)(\s+(?:is|was|it's|would be)\b)?"
+                     r"\s*:?\s*([^.,;!?]+)", re.I)
+_LONG_RUN = 13  # the shortest card number; the final scan removes any run this long
+
+
+def _marker(secret: Secret, digits: str = "") -> str:
+    if secret == Secret.CARD:
+        return f"[card ending {digits[-4:]}]"
+    return f"[{secret} redacted]"
+
+
+def redact(text: str, *, asked_for: Secret | None = None) -> str:
+    """``text`` with every secret replaced by a marker; ``asked_for`` is the secret the flow
+    had just asked for, if any (then the caller's whole answer is that secret)."""
+    if asked_for in (Secret.PASSWORD, Secret.SECURITY_ANSWER):
+        return _marker(asked_for) if text.strip() else text
+    if asked_for is not None:  # a number was asked for: every number in the answer is it
+        text = replace_runs(text, lambda d: _marker(asked_for, d) if len(d) >= 3 else None)
+    text = mask_card_numbers(text)
+    text = _SSN_WRITTEN.sub(_marker(Secret.SSN), text)
+    out, last = [], 0
+    for start, end, digits in digit_runs(text):
+        window = text[max(last, start - _KEYWORD_WINDOW):start].lower()
+        for secret, keyword, shortest, longest in _BEFORE_DIGITS:
+            if shortest <= len(digits) <= longest and keyword.search(window):
+                out += [text[last:start], _marker(secret)]
+                last = end
+                break
+    text = "".join(out) + text[last:]
+    return _PHRASE.sub(_phrase_marker, text)
+
+
+def _phrase_marker(match: re.Match) -> str:
+    secret = Secret.PASSWORD if "pass" in match.group(1).lower() else Secret.SECURITY_ANSWER
+    return f"{match.group(1)}{match.group(2) or ''} {_marker(secret)}"
+
+
+def redact_keyed(digits: str, *, asked_for: Secret | None = None) -> str:
+    """Keyed DTMF digits as they may appear in a transcript."""
+    if asked_for is not None:
+        return _marker(asked_for, digits)
+    return redact(digits)
+
+
+def _scan_text(text: str) -> str:
+    return replace_runs(text, lambda d: f"[card ending {d[-4:]}]" if len(d) >= _LONG_RUN else None)
+
+
+def scan(value: Any) -> Any:
+    """The final scan before a package is written: any string holding a run of 13 or more
+    digits gets it masked to the last four; an integer that long is refused (it can only be a
+    card or account secret that slipped into a structured field)."""
+    if isinstance(value, str):
+        return _scan_text(value) if sum(c.isdigit() for c in value) >= _LONG_RUN else value
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        if len(str(abs(value))) >= _LONG_RUN:
+            raise ValueError(f"refusing to write a {len(str(abs(value)))}-digit number; "
+                             "card-like numbers must be masked before they reach the package")
+        return value
+    if isinstance(value, dict):
+        return {k: scan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scan(v) for v in value]
+    return value

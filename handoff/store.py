@@ -1,0 +1,252 @@
+"""Where handoff packages, transfer outcomes and webhook deliveries are kept.
+
+SQLite (WAL) through SQLAlchemy by default; a PostgreSQL URL serves several IVR nodes. Nothing
+is lost when the database fails (disk full, read-only, locked): the write goes to a spool
+directory as a JSON file and an error is logged; ``recover()`` replays the spool into the
+database once it works again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import (JSON, Boolean, ForeignKey, Integer, String, Text, create_engine, event,
+                        select)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from handoff.package import HandoffPackage, TransferOutcome, now_iso, validated_dict
+
+OUTCOMES: tuple[str, ...] = TransferOutcome.__args__  # type: ignore[attr-defined]
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class HandoffRow(_Base):
+    __tablename__ = "handoffs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[str] = mapped_column(String(40), index=True)
+    package: Mapped[dict[str, Any]] = mapped_column(JSON)
+    transfer_outcome: Mapped[str] = mapped_column(String(16), default="pending")
+    updated_at: Mapped[str] = mapped_column(String(40))
+
+
+class DeliveryRow(_Base):
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    handoff_id: Mapped[str] = mapped_column(ForeignKey("handoffs.id"), index=True)
+    target_url: Mapped[str] = mapped_column(String(500))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[str] = mapped_column(String(40))
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook attempt, as recorded."""
+
+    url: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    at: str
+    delivered: bool
+
+
+class HandoffStore:
+    """Save packages, follow their transfer, record webhook deliveries, list the latest."""
+
+    def __init__(self, url: str = "sqlite:///var/handoffs.sqlite",
+                 spool_dir: Path | str = "var/handoff-spool") -> None:
+        self.url = url
+        self.spool_dir = Path(spool_dir)
+        self.engine = create_engine(url)
+        if url.startswith("sqlite"):
+            @event.listens_for(self.engine, "connect")
+            def _wal(connection, _record) -> None:  # the desktop reads while calls write
+                cursor = connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+        try:
+            _Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as error:  # writes will spool until the database comes back
+            logger.error(f"handoff store {url} unavailable, spooling to {self.spool_dir}: "
+                         f"{error}")
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def save(self, package: HandoffPackage | dict[str, Any]) -> str:
+        """Store a package (validated and scanned for secrets); returns its handoff id."""
+        data = package.to_dict() if isinstance(package, HandoffPackage) else \
+            validated_dict(package)
+        try:
+            self._insert(data)
+        except SQLAlchemyError as error:
+            self._spool("package", data, error)
+        return data["handoff_id"]
+
+    def update_transfer(self, handoff_id: str, outcome: str, *, agent_uri: str | None = None,
+                        attempt_result: str | None = None, at: str | None = None) -> None:
+        """The transfer's outcome so far; ``attempt_result`` also appends an attempt on
+        ``agent_uri`` (e.g. 'no-answer' then 'connected' on the next agent)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"transfer outcome must be one of {OUTCOMES}, not {outcome!r}")
+        if attempt_result is not None and agent_uri is None:
+            raise ValueError("an attempt needs the agent_uri it was made on")
+        change = {"handoff_id": handoff_id, "outcome": outcome, "agent_uri": agent_uri,
+                  "attempt_result": attempt_result, "at": at or now_iso()}
+        try:
+            self._apply_transfer(change)
+        except SQLAlchemyError as error:
+            self._spool("transfer", change, error)
+        except KeyError as error:
+            if not any(p.stem.endswith(f"-package-{handoff_id}") for p in self.spooled()):
+                raise
+            self._spool("transfer", change, error)  # its package waits in the spool: queue behind
+
+    def record_delivery(self, handoff_id: str, url: str, attempt: int, *,
+                        status_code: int | None = None, error: str | None = None,
+                        delivered: bool = False, at: str | None = None) -> None:
+        row = {"handoff_id": handoff_id, "url": url, "attempt": attempt,
+               "status_code": status_code, "error": error, "delivered": delivered,
+               "at": at or now_iso()}
+        try:
+            self._insert_delivery(row)
+        except SQLAlchemyError as failure:
+            self._spool("delivery", row, failure)
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def get(self, handoff_id: str) -> dict[str, Any] | None:
+        """The package with its current ``transfer`` and its ``deliveries``."""
+        with Session(self.engine) as s:
+            row = s.get(HandoffRow, handoff_id)
+            if row is None:
+                return None
+            return self._with_deliveries(s, [row])[0]
+
+    def latest(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest packages first, each with its ``transfer`` and ``deliveries``."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        with Session(self.engine) as s:
+            rows = list(s.scalars(select(HandoffRow).order_by(HandoffRow.created_at.desc(),
+                                                              HandoffRow.id).limit(limit)))
+            return self._with_deliveries(s, rows)
+
+    def deliveries(self, handoff_id: str) -> list[Delivery]:
+        with Session(self.engine) as s:
+            return [_delivery(r) for r in s.scalars(
+                select(DeliveryRow).where(DeliveryRow.handoff_id == handoff_id)
+                .order_by(DeliveryRow.id))]
+
+    # -- the spool ---------------------------------------------------------------------------------
+
+    def spooled(self) -> list[Path]:
+        return sorted(self.spool_dir.glob("*.json")) if self.spool_dir.is_dir() else []
+
+    def recover(self) -> int:
+        """Replay spooled writes into the database, oldest first; returns how many applied.
+        A write that fails again stays in the spool."""
+        applied = 0
+        for path in self.spooled():
+            entry = json.loads(path.read_text())
+            kind, data = entry["kind"], entry["data"]
+            try:
+                if kind == "package":
+                    with Session(self.engine) as s:
+                        exists = s.get(HandoffRow, data["handoff_id"]) is not None
+                    if not exists:
+                        self._insert(data)
+                elif kind == "transfer":
+                    self._apply_transfer(data)
+                else:
+                    self._insert_delivery(data)
+            except SQLAlchemyError as error:
+                logger.error(f"handoff spool {path.name} still cannot be written: {error}")
+                break  # keep the order: a later change must not overtake this one
+            path.unlink()
+            applied += 1
+        return applied
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _insert(self, data: dict[str, Any]) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add(HandoffRow(id=data["handoff_id"], call_id=data["call"]["call_id"],
+                             created_at=data["created_at"], package=data,
+                             transfer_outcome=data["transfer"]["outcome"],
+                             updated_at=data["transfer"]["updated_at"]))
+
+    def _apply_transfer(self, change: dict[str, Any]) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get(HandoffRow, change["handoff_id"])
+            if row is None:
+                raise KeyError(f"no handoff {change['handoff_id']}")
+            package = dict(row.package)
+            transfer = dict(package["transfer"])
+            transfer["outcome"] = change["outcome"]
+            if change["agent_uri"] is not None:
+                transfer["agent_uri"] = change["agent_uri"]
+            if change["attempt_result"] is not None:
+                transfer["attempts"] = [*transfer["attempts"], {
+                    "agent_uri": change["agent_uri"], "result": change["attempt_result"],
+                    "at": change["at"]}]
+            transfer["updated_at"] = change["at"]
+            package["transfer"] = transfer
+            row.package = validated_dict(package)  # a new dict: SQLAlchemy sees the change
+            row.transfer_outcome, row.updated_at = change["outcome"], change["at"]
+
+    def _insert_delivery(self, row: dict[str, Any]) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add(DeliveryRow(handoff_id=row["handoff_id"], target_url=row["url"],
+                              attempt=row["attempt"], status_code=row["status_code"],
+                              error=row["error"], at=row["at"], delivered=row["delivered"]))
+
+    def _with_deliveries(self, s: Session, rows: list[HandoffRow]) -> list[dict[str, Any]]:
+        ids = [r.id for r in rows]
+        by_id: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        if ids:
+            for d in s.scalars(select(DeliveryRow).where(DeliveryRow.handoff_id.in_(ids))
+                               .order_by(DeliveryRow.id)):
+                by_id[d.handoff_id].append(asdict(_delivery(d)))
+        return [{**r.package, "deliveries": by_id[r.id]} for r in rows]
+
+    def _spool(self, kind: str, data: dict[str, Any], error: Exception) -> Path:
+        """Write ``data`` where the database cannot lose it; raises only if the disk refuses
+        both (then nothing else could keep it either)."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        unique = uuid.uuid4().hex[:6]  # two writes in the same microsecond
+        path = self.spool_dir / f"{stamp}-{unique}-{kind}-{data['handoff_id']}.json"
+        payload = json.dumps({"kind": kind, "data": data}, ensure_ascii=False)
+        # Write then rename, so that a crash never leaves half a file for recover() to choke on.
+        handle, temporary = tempfile.mkstemp(dir=self.spool_dir, suffix=".tmp")
+        with os.fdopen(handle, "w") as out:
+            out.write(payload)
+        os.replace(temporary, path)
+        logger.error(f"handoff store write failed ({kind} {data.get('handoff_id')}): "
+                     f"{type(error).__name__}: {error}; spooled to {path}")
+        return path
+
+
+def _delivery(row: DeliveryRow) -> Delivery:
+    return Delivery(row.target_url, row.attempt, row.status_code, row.error, row.at,
+                    row.delivered)
