@@ -106,9 +106,9 @@ class DesktopHub:
         tokens: agent sign-in tokens, each mapped to the agent's display name. At least one;
             a token is a secret, so give each agent their own and keep them out of logs.
         on_accept: awaited as ``on_accept(handoff_id, agent_name)`` when an agent accepts a
-            transfer, before the other agents are told; if it raises, the accept is undone
-            and the agent sees that it failed. ``None`` when nothing needs to happen (tests,
-            a desktop used only for context).
+            transfer, once every page shows it taken; if it raises, the accept is undone (the
+            transfer is free again for any agent) and the agent sees that it failed. ``None``
+            when nothing needs to happen (a desktop used only for context, tests).
         history: how many transfers the hub keeps to show agents who connect later. Closed
             ones (connected, abandoned ...) are dropped first; a larger number shows more of
             the day on a reload and sends more on every connect.
@@ -197,16 +197,19 @@ class DesktopHub:
             raise AcceptRefused(f"Already accepted by {transfer.accepted_by}.")
         if transfer.closed:
             raise AcceptRefused(f"This transfer has ended ({transfer.outcome}).")
-        # Taken before the callback is awaited, so a second accept meanwhile is refused.
+        # Taken, and shown as taken, before the callback is awaited: placing the agent's call
+        # can take seconds, and a second accept meanwhile must be refused.
         transfer.accepted_by = agent
-        if self._on_accept is not None:
-            try:
-                await self._on_accept(handoff_id, agent)
-            except Exception as exc:  # the callback is the IVR's; the agent must still hear
-                log.exception("on_accept(%s, %s) failed", handoff_id, agent)
-                transfer.accepted_by = None
-                raise AcceptRefused("The IVR could not give you this call; try again.") from exc
         self._broadcast({"type": "state", "transfer": transfer.state(with_package=False)})
+        if self._on_accept is None:
+            return
+        try:
+            await self._on_accept(handoff_id, agent)
+        except Exception as exc:  # the callback is the IVR's; the agent must still hear
+            log.exception("on_accept(%s, %s) failed", handoff_id, agent)
+            transfer.accepted_by = None
+            self._broadcast({"type": "state", "transfer": transfer.state(with_package=False)})
+            raise AcceptRefused("The IVR could not give you this call; try again.") from exc
 
     async def serve(self, websocket: WebSocket) -> None:
         """Run one agent's page connection until it closes."""

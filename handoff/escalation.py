@@ -185,7 +185,9 @@ class EscalationPolicy:
             "not_understood_turns": values["not_understood_turns"] / limits.not_understood_turns,
             "rephrases": values["rephrases"] / limits.rephrases,
             "frustration": values["frustration"] / limits.frustration,
-            "sentiment": max(0.0, mean_sentiment / limits.sentiment_floor),
+            # A trend needs two turns; one bad turn is the frustration signal's business.
+            "sentiment": max(0.0, mean_sentiment / limits.sentiment_floor)
+            if len(trend) >= 2 else 0.0,
             "tool_failures": values["tool_failures"] / limits.tool_failures,
             "duration": turn.elapsed_s / limits.max_call_s,
         }

@@ -137,7 +137,9 @@ class LlmSummarizer:
 
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
-        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s)
+        # One try: a retry would not fit the transfer's wait, the facts version is ready anyway.
+        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s,
+                                  max_retries=0)
         self.model = model
         self.timeout_s = timeout_s
 
