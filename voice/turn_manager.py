@@ -131,7 +131,9 @@ class TurnManager:
         record = self.state.intents[-1] if len(self.state.intents) > records else None
         decision = self._decide(turn, text, signals, request=not in_slot or record is not None,
                                 record=record)
-        if decision.escalate and self._routed is None:
+        if decision.escalate and self._routed != (decision.queue, decision.reason):
+            # The policy overrides the flow: a hold that should end, or a compliance matter
+            # that goes to its own queue rather than the one the intent named.
             nlu_ms = reply.nlu_ms
             # A compliance matter is not the caller's patience running out: no apology for it.
             reply = self._escalate(decision, apology=not decision.signals["compliance_keywords"])
@@ -216,7 +218,7 @@ class TurnManager:
         self._pending, self._keyed = None, ""
         reply = self._to_queue(decision.queue or "general", decision.reason, None)
         if apology:
-            reply.text = f"I'm sorry this is taking a while. {reply.text}"
+            reply.text = f"I'm sorry about the trouble. {reply.text}"
         return reply
 
     def _said(self, reply: Reply | None) -> Reply | None:
