@@ -1,1 +1,2 @@
-"""Escalation policy, handoff package, warm transfer and the CRM store (not yet built)."""
+"""Escalation policy, the handoff package, context push (webhooks, API), after-call work and the
+CRM store. Never imports from ``voice``: the SIP transfer there drives what is built here."""

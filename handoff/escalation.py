@@ -224,7 +224,7 @@ class EscalationPolicy:
                 return f"not understood {values[worst]} turns in a row" + \
                     whose.format(limits.not_understood_turns)
             if worst == "rephrases":
-                return f"caller rephrased the same request {values[worst]} times" + \
+                return f"caller rephrased the same request {_times(values[worst])}" + \
                     whose.format(limits.rephrases)
             if worst == "frustration":
                 return f"caller frustrated ({values['frustration']:.2f})" + \
@@ -233,7 +233,8 @@ class EscalationPolicy:
                 return f"sentiment falling (mean {values['sentiment_mean']:.2f})" + \
                     whose.format(limits.sentiment_floor)
             if worst == "tool_failures":
-                return f"{values[worst]} system failures in the call" + \
+                count = values[worst]
+                return f"{count} system failure{'s' if count != 1 else ''} in the call" + \
                     whose.format(limits.tool_failures)
             return f"call running {values['elapsed_s']:.0f} s" + whose.format(limits.max_call_s)
         if score >= limits.combined:
@@ -241,6 +242,10 @@ class EscalationPolicy:
                 pressures.items(), key=lambda kv: -kv[1]) if v > 0)
             return f"combined signals {score:.2f} >= {limits.combined:.2f} ({parts})"
         return ""
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
 def _not_understood_streak(state: CallState) -> int:
