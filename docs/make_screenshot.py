@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from playwright.async_api import async_playwright, expect
 
 from handoff.desktop import DesktopHub, desktop_router
+from handoff.package import validated_dict
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -65,7 +66,7 @@ def sample_package(now: datetime) -> dict:
                 {"account_number": "90000001", "amount_cents": 2450,
                  "description": "Order 455980", "charged_on": "2026-02-24"},
             ],
-            "open_cases": [{"id": "1042", "subject": "Order 456712 later than promised",
+            "open_cases": [{"id": 1042, "subject": "Order 456712 later than promised",
                             "status": "open", "created_at": "2026-03-13T09:12:00+00:00"}],
         },
         "intent": {"label": "order_status", "confidence": 0.91,
@@ -133,10 +134,10 @@ async def make_screenshot(out: Path, width: int) -> None:
                 raise RuntimeError("uvicorn stopped before it served the desktop")
             await asyncio.sleep(0.01)
         now = datetime.now(UTC)
-        await hub.publish(taken_package(now))
+        await hub.publish(validated_dict(taken_package(now)))
         await hub.accept("h-20260314-0006", "Sam")
         await hub.update("h-20260314-0006", "connected")
-        await hub.publish(sample_package(now))
+        await hub.publish(validated_dict(sample_package(now)))
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM,
                                                        args=CHROMIUM_ARGS)

@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from handoff.desktop import AcceptRefused, DesktopHub, desktop_router
+from handoff.package import validated_dict
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,9 +34,10 @@ needs_chromium = pytest.mark.skipif(
 
 
 def alex_package(handoff_id: str = "h-20260314-0007") -> dict:
-    """A caller who asked where their order is, heard it is late, and wants a person."""
+    """A caller who asked where their order is, heard it is late, and wants a person (checked
+    against the handoff schema, as every package the IVR writes is)."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    return {
+    return validated_dict({
         "schema_version": "1",
         "handoff_id": handoff_id,
         "created_at": now,
@@ -50,7 +52,7 @@ def alex_package(handoff_id: str = "h-20260314-0007") -> dict:
                                "eta": "2026-03-16"}],
             "recent_charges": [{"account_number": "90000001", "amount_cents": 8999,
                                 "description": "Order 456712", "charged_on": "2026-03-10"}],
-            "open_cases": [{"id": "1042", "subject": "Late delivery", "status": "open",
+            "open_cases": [{"id": 1042, "subject": "Late delivery", "status": "open",
                             "created_at": "2026-03-13T09:12:00+00:00"}],
         },
         "intent": {"label": "order_status", "confidence": 0.91,
@@ -73,7 +75,7 @@ def alex_package(handoff_id: str = "h-20260314-0007") -> dict:
                    "March, later than promised. Wants a person about the delay.",
         "summary_source": "facts",
         "transfer": {"outcome": "pending", "agent_uri": None, "attempts": [], "updated_at": now},
-    }
+    })
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Desktop:
     hub: DesktopHub
     url: str
     accepted: list[tuple[str, str]] = field(default_factory=list)
+    failing_accepts: int = 0  # how many next accepts the IVR fails (agent leg not placed)
 
 
 @pytest.fixture
@@ -89,6 +92,9 @@ async def desktop() -> AsyncIterator[Desktop]:
 
     async def on_accept(handoff_id: str, agent: str) -> None:
         accepted.append((handoff_id, agent))
+        if desktop.failing_accepts:
+            desktop.failing_accepts -= 1
+            raise ConnectionError("agent leg could not be placed")
 
     hub = DesktopHub(tokens=TOKENS, on_accept=on_accept)
     app = FastAPI()
@@ -102,8 +108,9 @@ async def desktop() -> AsyncIterator[Desktop]:
         if serving.done():
             raise RuntimeError("uvicorn stopped before it served the desktop")
         await asyncio.sleep(0.01)
+    desktop = Desktop(hub, f"http://127.0.0.1:{port}", accepted)
     try:
-        yield Desktop(hub, f"http://127.0.0.1:{port}", accepted)
+        yield desktop
     finally:
         await hub.aclose()
         server.should_exit = True
@@ -194,6 +201,30 @@ async def test_transfer_appears_live_with_crm_card_and_accept_reaches_the_ivr(de
 
 
 @needs_chromium
+async def test_an_accept_the_ivr_cannot_honour_is_shown_and_can_be_retried(desktop, browser):
+    from playwright.async_api import expect
+
+    errors: list[str] = []
+    page = await open_desktop(browser, desktop, "tok-1", errors)
+    await expect(page.locator("#link")).to_have_text("Live")
+    await desktop.hub.publish(alex_package("h-1"))
+    card = page.locator('.card[data-handoff-id="h-1"]')
+
+    desktop.failing_accepts = 1
+    await card.locator(".accept").click()
+    await expect(card.locator(".refused")).to_have_text(
+        "The IVR could not give you this call; try again.")
+    await expect(card.locator(".accept")).to_have_text("Accept")
+    await expect(card.locator(".accept")).to_be_enabled()
+
+    await card.locator(".accept").click()
+    await expect(card.locator(".accepted")).to_have_text("Accepted by Dana")
+    await expect(card.locator(".refused")).to_be_hidden()
+    assert desktop.accepted == [("h-1", "Dana"), ("h-1", "Dana")]
+    assert errors == []
+
+
+@needs_chromium
 async def test_unknown_token_is_refused_with_a_message(desktop, browser):
     from playwright.async_api import expect
 
@@ -222,7 +253,7 @@ async def test_caller_words_are_shown_as_text_never_as_markup(desktop, browser):
     package["summary"] = f"Unknown caller said: {hostile}"
     package["transcript"] = [{"turn": 1, "speaker": "caller", "text": hostile,
                               "at": package["created_at"]}]
-    await desktop.hub.publish(package)
+    await desktop.hub.publish(validated_dict(package))
 
     card = page.locator('.card[data-handoff-id="h-unknown-caller"]')
     await expect(card.locator(".summary")).to_have_text(package["summary"])
