@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 # than one token. The wheel is kept outside the checkout so a second clone does not rebuild it.
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
 WHEELS := $(HOME)/.cache/voice-ivr/wheels
-APT_PACKAGES :=
+# sipp (sip-tester) places test calls; chromium drives the agent desktop test headless.
+APT_PACKAGES := sip-tester chromium chromium-driver
 
 .PHONY: setup demo test test-fast bench system-deps clean
 
@@ -17,7 +18,7 @@ system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel
 	# torch first and pinned: this machine has its CPU build; anything else pulls GBs of CUDA.

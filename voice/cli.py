@@ -14,10 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, **overrides):
     from voice.settings import IvrSettings
 
-    overrides = {}
     if getattr(args, "handler", None):
         overrides["call__handler"] = args.handler
     if getattr(args, "crm", None):
@@ -36,65 +35,29 @@ def _quiet_logs(verbose: bool) -> None:
 
 def build_turn_manager(settings):
     """The intent-driven turn manager over the configured menu and CRM."""
-    from handoff.crm import CrmStore
-    from intents.classifier import IntentClassifier
-    from intents.config import load_menu
-    from models.registry import shared_registry
-    from voice.turn_manager import LlmPhraser, TurnManager
+    from voice.handlers import HandlerFactory
 
-    _ensure_sqlite_dir(settings.call.crm_url)
-    menu = load_menu(settings.call.menu)
-    embedder = shared_registry(settings.models).embedder()
-    classifier = IntentClassifier(embedder).fit(*menu.training_data())
-    crm = CrmStore(settings.call.crm_url)
-    phraser = agent = None
-    if (settings.call.llm_phrasing or settings.call.llm_answers) and not settings.models.llm_url:
-        raise SystemExit("call.llm_phrasing and call.llm_answers need models.llm_url "
-                         "(an OpenAI-compatible URL)")
-    if settings.call.llm_phrasing:
-        phraser = LlmPhraser(settings.models.llm_url)
-    if settings.call.llm_answers:
-        from openai import AsyncOpenAI
-
-        from voice.agent import LlmAgent
-        from voice.tools import Tools
-
-        agent = LlmAgent(AsyncOpenAI(base_url=settings.models.llm_url, api_key="not-needed"),
-                         Tools(crm))
-    return TurnManager(menu, classifier, crm, embedder, phraser, agent)
+    settings = settings.model_copy(update={"call": settings.call.model_copy(
+        update={"handler": "manager"})})
+    return HandlerFactory(settings).new()
 
 
 def _ensure_sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from voice.handlers import ensure_sqlite_dir
+
+    ensure_sqlite_dir(url)
 
 
 @contextlib.contextmanager
 def turn_handler(settings):
     """The configured turn handler; 'llm' starts the embedded server unless a URL is given."""
-    from voice.turns import EchoTurnHandler, LlmTurnHandler
+    from voice.handlers import HandlerFactory
 
-    if settings.call.handler == "echo":
-        yield EchoTurnHandler(settings.call.greeting)
-        return
-    if settings.call.handler == "manager":
-        yield build_turn_manager(settings)
-        return
-    server = None
-    url = settings.models.llm_url
-    if url is None:
-        from models.llm_server import EmbeddedLlmServer
-        from models.registry import shared_registry
-
-        gguf = shared_registry(settings.models).llm_gguf_path()
-        server = EmbeddedLlmServer(gguf, port=settings.models.llm_port)
-        url = server.start()
+    factory = HandlerFactory(settings)
     try:
-        yield LlmTurnHandler(url, settings.call.llm_system_prompt, settings.call.llm_max_tokens,
-                             greeting=settings.call.greeting)
+        yield factory.new()
     finally:
-        if server is not None:
-            server.stop()
+        factory.close()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -183,6 +146,48 @@ def cmd_crm_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from voice.server import IvrServer
+
+    overrides = {}
+    if args.host:
+        overrides["sip__host"] = args.host
+    if args.sip_port is not None:
+        overrides["sip__port"] = args.sip_port
+    if args.http_port is not None:
+        overrides["server__http_port"] = args.http_port
+    if args.http_host:
+        overrides["server__http_host"] = args.http_host
+    if args.store:
+        overrides["server__store_url"] = args.store
+    if args.agent:
+        overrides["handoff__agent_uris"] = args.agent
+    try:
+        settings = _settings(args, **overrides)
+    except Exception as error:  # a bad settings file or value: name it and stop
+        print(f"ivr serve: invalid settings: {error}", file=sys.stderr)
+        return 2
+    _serve_logs(args.verbose)
+    return asyncio.run(IvrServer(settings).run())
+
+
+def _serve_logs(verbose: bool) -> None:
+    """One line per call event from our code; only warnings from the libraries."""
+    from loguru import logger
+
+    ours = ("voice", "handoff", "intents", "models")
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if verbose else "INFO",
+               format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} {message}",
+               filter=lambda r: r["level"].no >= 30 or (r["name"] or "").startswith(ours))
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from voice.sip.caller import main as caller_main
+
+    return caller_main(args.rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivr", description="Voice IVR")
     parser.add_argument("--config", type=Path, default=None, help="settings YAML file")
@@ -224,6 +229,23 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--crm", help="database URL (default from settings)")
     seed.add_argument("--customers", type=int, default=3000)
     seed.set_defaults(func=cmd_crm_seed)
+
+    serve = commands.add_parser("serve", help="answer SIP calls and serve the HTTP API")
+    serve.add_argument("--host", help="SIP bind address (default from settings: 0.0.0.0)")
+    serve.add_argument("--sip-port", type=int, help="SIP UDP/TCP port (default 5060)")
+    serve.add_argument("--http-host", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
+    serve.add_argument("--handler", choices=["echo", "llm", "manager"])
+    serve.add_argument("--crm", help="CRM database URL")
+    serve.add_argument("--store", help="call store database URL")
+    serve.add_argument("--agent", action="append", help="SIP URI of an agent for warm "
+                       "transfers (repeat for a queue tried in order)")
+    serve.set_defaults(func=cmd_serve)
+
+    call = commands.add_parser("call", help="a SIP caller or auto-answering agent (tests, "
+                               "benchmarks, demo); see `ivr call -- --help`", add_help=False)
+    call.add_argument("rest", nargs=argparse.REMAINDER)
+    call.set_defaults(func=cmd_call)
 
     args = parser.parse_args(argv)
     _quiet_logs(args.verbose)

@@ -41,3 +41,11 @@ class ResumeReplyFrame(SystemFrame):
     """The barge-in was noise or a backchannel: say the interrupted reply again from its sentence."""
 
     reply_id: int
+
+
+@dataclass
+class SayFrame(DataFrame):
+    """Something the IVR says on its own, outside a caller turn (a goodbye, a hold message)."""
+
+    text: str
+    end_call: bool = False  # hang up once it has been played

@@ -14,6 +14,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from voice.asr import Transcript
 from voice.engines import VoiceEngines, shared_engines
+from voice.frames import SayFrame
 from voice.playout import Interrupted, PlayoutBuffer, PlayoutEvent, PlayoutEventKind
 from voice.records import LadderStep, TurnRecord
 from voice.settings import IvrSettings
@@ -65,10 +66,12 @@ class CallSession:
             idle_timeout_secs=None, enable_rtvi=False, enable_turn_tracking=False,
             name=f"call-{self.call_id}")
         self._runner_task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
         await runner.add_workers(self.worker)
         self._runner_task = asyncio.create_task(runner.run(),
@@ -81,6 +84,10 @@ class CallSession:
 
     async def push_frame(self, frame: Frame) -> None:
         await self.worker.queue_frame(frame)
+
+    async def say(self, text: str, *, end_call: bool = False) -> None:
+        """Say ``text`` outside a caller turn (replacing any reply in progress)."""
+        await self.worker.queue_frame(SayFrame(text=text, end_call=end_call))
 
     async def end(self, reason: str = "caller-hangup") -> None:
         """The caller's audio ended: finish the pipeline, then write every turn record."""
@@ -99,6 +106,21 @@ class CallSession:
         for event in events:
             self._on_playout(event)
         return pcm
+
+    def pull_audio_threadsafe(self) -> bytes:
+        """``pull_audio`` for a transport clocked on another thread (PJSIP's media thread):
+        takes the frame without blocking and hands the playout events to the loop."""
+        pcm, events = self.playout.pull()
+        if events and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._on_playout_events, events)
+            except RuntimeError:  # the loop is closed: the call is over
+                pass
+        return pcm
+
+    def _on_playout_events(self, events: list[PlayoutEvent]) -> None:
+        for event in events:
+            self._on_playout(event)
 
     @property
     def bot_speaking(self) -> bool:

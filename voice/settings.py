@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from handoff.settings import HandoffSettings
 from models.config import ModelSettings
 
 
@@ -172,6 +173,105 @@ class CallSettings(Section):
     llm_max_tokens: int = Field(60, description="Reply length cap for the 'llm' handler.")
 
 
+class SipSettings(Section):
+    """The SIP listener (PJSIP through pjsua2) and the limits on what it accepts.
+
+    Trunk modes: peering trunks are admitted by source address (``allow_from``); register-based
+    trunks by registering to ``registrar`` with digest credentials. An INVITE from anywhere else
+    is refused with 403 before any pipeline starts.
+    """
+
+    host: str = Field("0.0.0.0", description="Address the SIP transports bind to.")
+    public_address: str | None = Field(None, description="Address written in Contact and SDP "
+                                       "when it differs from ``host`` (NAT, 0.0.0.0 binds).")
+    port: int = Field(5060, ge=0, le=65535, description="UDP and TCP listening port (0: any "
+                      "free port, reported in the log).")
+    transports: list[Literal["udp", "tcp", "tls"]] = Field(
+        ["udp", "tcp"], description="Transports to listen on. TLS needs tls_cert_file and "
+        "tls_key_file and listens on tls_port.")
+    tls_port: int = Field(5061, ge=0, le=65535)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    codecs: list[Literal["PCMU", "PCMA", "G722"]] = Field(
+        ["PCMU", "PCMA", "G722"], description="Codecs offered and accepted, in preference order. "
+        "G.722 is wideband (16 kHz) and costs more CPU; anything not listed is disabled, and an "
+        "offer with none of these is answered 488.")
+    early_media: bool = Field(False, description="Answer 183 with SDP before 200, so the trunk "
+                              "opens the media path while the call is still ringing.")
+    answer_delay_ms: int = Field(0, ge=0, description="Ringing time before the 200 OK. 0 answers "
+                                 "at once (fastest); some PBXs expect a ring.")
+    allow_from: list[str] = Field(["127.0.0.1/32", "::1/128"], description="Networks (CIDR) "
+                                  "whose INVITEs are accepted (peering trunks, the PBX). Empty "
+                                  "with a registrar: only the registrar's address is accepted.")
+    registrar: str | None = Field(None, description="SIP URI of the registrar of a register-based "
+                                  "trunk, e.g. sip:sip.example.net. None: no registration.")
+    username: str | None = Field(None, description="Digest user (and the AOR user part).")
+    password: str | None = Field(None, description="Digest password.")
+    realm: str = Field("*", description="Digest realm; '*' answers any realm.")
+    register_expires_s: int = Field(300, ge=60)
+    max_calls: int = Field(4, ge=1, description="Concurrent calls; beyond it INVITEs get 503 with "
+                           "Retry-After. Each call costs ASR, TTS and VAD CPU: on 2 cores about 4.")
+    retry_after_s: int = Field(30, ge=1, description="Retry-After sent with 503.")
+    max_call_s: float = Field(1800.0, gt=0, description="A call longer than this is ended with a "
+                              "goodbye and BYE.")
+    max_silence_s: float = Field(20.0, gt=0, description="Caller silence (no speech, no keys) "
+                                 "after which the IVR says goodbye and hangs up.")
+    goodbye_silence: str = Field("I haven't heard anything for a while, so I'll end the call "
+                                 "now. Please call again any time. Goodbye.")
+    goodbye_max_duration: str = Field("We've reached the time limit for this call. Please call "
+                                      "again if you need more help. Goodbye.")
+    session_timer: Literal["inactive", "optional", "required", "always"] = Field(
+        "optional", description="RFC 4028 session timers: 'optional' uses them when the peer "
+        "does, so a call whose peer vanished without BYE is cleaned up.")
+    session_expires_s: int = Field(1800, ge=90)
+    x_headers: list[str] = Field([], description="INVITE headers copied into the call context for "
+                                 "CRM lookup and routing (e.g. X-Customer-Id).")
+    rtp_port: int = Field(40000, ge=1024, le=65535, description="First RTP port.")
+    rtp_port_range: int = Field(1000, ge=10)
+    clock_rate: int = Field(16000, description="PJSIP conference bridge rate. 16 kHz keeps G.722 "
+                            "wideband; G.711 calls are resampled inside PJSIP.")
+    ptime_ms: int = Field(20, description="RTP packet time. 20 ms is what trunks expect.")
+    bridge_ptime_ms: int = Field(10, description="Conference bridge frame time. 10 ms halves the "
+                                 "bridge's buffering delay against 20 ms at twice the callbacks.")
+    jb_init_ms: int = Field(20, description="Jitter buffer initial prefetch. Lower answers sooner "
+                            "and drops more on a jittery trunk.")
+    jb_min_pre_ms: int = Field(20, description="Jitter buffer minimum prefetch.")
+    jb_max_pre_ms: int = Field(100, description="Jitter buffer maximum prefetch.")
+    jb_max_ms: int = Field(300, description="Jitter buffer capacity.")
+    inbox_frames: int = Field(50, ge=5, description="Caller frames queued between PJSIP's thread "
+                              "and the pipeline (1 s at 20 ms). Beyond it the oldest are dropped "
+                              "and counted: the queue never grows without bound.")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="On SIGTERM, calls in progress get "
+                                    "this long to finish before they are ended with BYE.")
+    user_agent: str = "voice-ivr"
+    log_level: int = Field(1, ge=0, le=6, description="PJSIP log level (stderr).")
+
+    @model_validator(mode="after")
+    def _check(self) -> SipSettings:
+        if "tls" in self.transports and not (self.tls_cert_file and self.tls_key_file):
+            raise ValueError("sip.transports has 'tls': set sip.tls_cert_file and "
+                             "sip.tls_key_file")
+        if self.registrar and not (self.username and self.password):
+            raise ValueError("sip.registrar needs sip.username and sip.password")
+        if not self.codecs:
+            raise ValueError("sip.codecs: list at least one of PCMU, PCMA, G722")
+        return self
+
+
+class ServerSettings(Section):
+    """`ivr serve`: the HTTP side and the call store."""
+
+    http_host: str = Field("127.0.0.1", description="HTTP bind address (health, metrics, API, "
+                           "agent desktop). Put a reverse proxy with TLS in front for remote use.")
+    http_port: int = Field(8080, ge=0, le=65535)
+    store_url: str = Field("sqlite:///var/ivr.sqlite", description="Call records, turns and "
+                           "handoffs (SQLAlchemy URL; PostgreSQL for several nodes).")
+    spool_dir: str = Field("var/spool", description="Where a record goes as a JSON file when the "
+                           "store cannot be written (a full disk, a lost database): nothing is "
+                           "lost, and the spool can be replayed.")
+
+
 class IvrSettings(BaseSettings):
     """Everything configurable, validated at start-up."""
 
@@ -187,6 +287,9 @@ class IvrSettings(BaseSettings):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     call: CallSettings = Field(default_factory=CallSettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

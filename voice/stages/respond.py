@@ -23,7 +23,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.string import match_endofsentence
 
-from voice.frames import CallerTurnFrame, ReplyTextFrame, ResumeReplyFrame
+from voice.frames import CallerTurnFrame, ReplyTextFrame, ResumeReplyFrame, SayFrame
 from voice.records import LadderStep
 from voice.turns import CallerTurn, Reply
 
@@ -68,6 +68,9 @@ class RespondStage(FrameProcessor):
                 self._start_answer(turn_index=0, reply=reply)
         elif isinstance(frame, ResumeReplyFrame):
             await self._resume(frame.reply_id)
+        elif isinstance(frame, SayFrame):
+            await self._cancel_answer()
+            self._start_answer(turn_index=0, reply=Reply(text=frame.text, end_call=frame.end_call))
         elif isinstance(frame, InterruptionFrame):
             await self._cancel_answer()
             await self.push_frame(frame, direction)

@@ -1,0 +1,91 @@
+"""Turn handlers for calls: what is shared by every call of the process, and what each call owns.
+
+The intent classifier is trained once from the menu and the embedded LLM server is started once;
+each call gets its own handler (its own conversation state) over them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from voice.settings import IvrSettings
+from voice.turns import EchoTurnHandler, LlmTurnHandler, TurnHandler
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+class HandlerFactory:
+    """Makes one ``TurnHandler`` per call of the configured kind (echo, llm, manager)."""
+
+    def __init__(self, settings: IvrSettings) -> None:
+        self.settings = settings
+        self.kind = settings.call.handler
+        self._server = None
+        self._llm_url = settings.models.llm_url
+        self._manager_parts = None
+        if self.kind == "manager":
+            self._manager_parts = self._build_manager_parts()
+        elif self.kind == "llm" and self._llm_url is None:
+            from models.llm_server import EmbeddedLlmServer
+            from models.registry import shared_registry
+
+            gguf = shared_registry(settings.models).llm_gguf_path()
+            self._server = EmbeddedLlmServer(gguf, port=settings.models.llm_port)
+            self._llm_url = self._server.start()
+
+    def _build_manager_parts(self) -> dict:
+        from handoff.crm import CrmStore
+        from intents.classifier import IntentClassifier
+        from intents.config import load_menu
+        from models.registry import shared_registry
+
+        settings = self.settings
+        if (settings.call.llm_phrasing or settings.call.llm_answers) \
+                and not settings.models.llm_url:
+            raise SystemExit("call.llm_phrasing and call.llm_answers need models.llm_url "
+                             "(an OpenAI-compatible URL)")
+        ensure_sqlite_dir(settings.call.crm_url)
+        menu = load_menu(settings.call.menu)
+        embedder = shared_registry(settings.models).embedder()
+        classifier = IntentClassifier(embedder).fit(*menu.training_data())
+        return {"menu": menu, "classifier": classifier, "crm": CrmStore(settings.call.crm_url),
+                "embedder": embedder}
+
+    def new(self) -> TurnHandler:
+        settings = self.settings
+        if self.kind == "echo":
+            return EchoTurnHandler(settings.call.greeting)
+        if self.kind == "llm":
+            return LlmTurnHandler(self._llm_url, settings.call.llm_system_prompt,
+                                  settings.call.llm_max_tokens, greeting=settings.call.greeting)
+        from voice.turn_manager import LlmPhraser, TurnManager
+
+        parts = self._manager_parts
+        phraser = agent = None
+        if settings.call.llm_phrasing:
+            phraser = LlmPhraser(settings.models.llm_url)
+        if settings.call.llm_answers:
+            from openai import AsyncOpenAI
+
+            from voice.agent import LlmAgent
+            from voice.tools import Tools
+
+            agent = LlmAgent(AsyncOpenAI(base_url=settings.models.llm_url,
+                                         api_key="not-needed"), Tools(parts["crm"]))
+        from handoff.escalation import EscalationPolicy
+
+        return TurnManager(parts["menu"], parts["classifier"], parts["crm"], parts["embedder"],
+                           phraser, agent,
+                           escalation=EscalationPolicy(settings.handoff.escalation))
+
+    @property
+    def crm(self):
+        return self._manager_parts["crm"] if self._manager_parts else None
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None

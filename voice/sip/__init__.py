@@ -1,0 +1,1 @@
+"""SIP through PJSIP (pjsua2): the endpoint thread, the media bridge and the call lifecycle."""
