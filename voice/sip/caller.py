@@ -202,6 +202,7 @@ class Peer:
         self.ring_s = 0.0
         self._answer_at: float | None = None
         self._rejected: list[_Call] = []
+        self.we_hung_up = False
 
     def register_account(self, uri: str) -> None:
         cfg = pj.AccountConfig()
@@ -250,6 +251,7 @@ class Peer:
 
     def hangup(self) -> None:
         if self.call is not None and self.state.disconnected_at is None:
+            self.we_hung_up = True
             try:
                 self.call.hangup(pj.CallOpParam())
             except pj.Error:
@@ -337,6 +339,8 @@ def run_caller(args: argparse.Namespace) -> dict:
                 elif deadline is not None and time.time() >= deadline and not args.stay:
                     peer.hangup()
         sent, received = peer.audio()
+        ended_by = "caller" if peer.we_hung_up else \
+            ("ivr" if peer.state.disconnected_at else "timeout")
     finally:
         peer.close()
     play_from = (play_tick or 0) * FRAME / RATE
@@ -344,8 +348,7 @@ def run_caller(args: argparse.Namespace) -> dict:
               "connected": peer.state.confirmed_at is not None, "codec": peer.state.codec,
               "setup_ms": None if peer.state.confirmed_at is None else
               round((peer.state.confirmed_at - peer.state.invite_sent_at) * 1000, 1),
-              "ended_by": "ivr" if peer.state.disconnected_at and (
-                  deadline is None or peer.state.disconnected_at < deadline) else "caller",
+              "ended_by": ended_by,
               "seconds": round(len(received) / RATE, 2),
               "turns": latency_report(sent, received, play_from) if args.play else [],
               "reply_onsets_s": [round(t - play_from, 3) for t in audible_onsets(received)]}
