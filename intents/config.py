@@ -41,6 +41,13 @@ class MenuConfig(BaseModel):
     high_confidence: float = Field(0.6, description="At or above: route at once.")
     low_confidence: float = Field(0.3, description="Below: treated as not understood. Between "
                                   "the two: one clarifying question naming the two likeliest.")
+    llm_fallback: bool = Field(False, description="In the band between the two thresholds, ask "
+                               "an LLM to pick one of the likeliest intents before asking the "
+                               "caller (intents/llm_fallback.py). Saves the caller a turn when it "
+                               "answers; costs up to llm_fallback_timeout_s when it does not.")
+    llm_fallback_timeout_s: float = Field(1.0, gt=0, le=10, description="How long the caller "
+                                          "waits for the LLM's pick before hearing the "
+                                          "clarifying question instead.")
     intents: list[IntentSpec]
 
     @model_validator(mode="after")
