@@ -36,15 +36,10 @@ setup: system-deps $(STAMP)
 demo: setup
 	@mkdir -p out
 	$(IVR) models check
-	@echo "--- a simulated 8 kHz phone call, played in real time (echo turn handler) ---"
-	$(IVR) simulate tests/fixtures/calls/two_turns_8k.wav --out out/demo_reply.wav
-	@echo "--- a caller asks where their order is, reads the number, and is answered from the CRM ---"
-	@test -f var/crm.sqlite || $(IVR) crm seed --crm sqlite:///var/crm.sqlite
-	$(IVR) simulate tests/fixtures/calls/order_status_8k.wav --handler manager \
-	  --caller-number +15550000001 --crm sqlite:///var/crm.sqlite --out out/demo_order_reply.wav
-	@echo "--- a call answered by the embedded LLM alone (SmolLM2 on loopback; weak, see README) ---"
+	@echo "--- real SIP calls over loopback: ivr serve, a pjsua2 caller, a pjsua2 demo agent ---"
+	$(IVR) demo --out out
+	@echo "--- a simulated call answered by the embedded LLM alone (SmolLM2 on loopback; weak) ---"
 	$(IVR) simulate tests/fixtures/calls/order_question_8k.wav --handler llm --out out/demo_llm_reply.wav
-	@echo "reply audio: out/demo_reply.wav, out/demo_order_reply.wav, out/demo_llm_reply.wav"
 
 test: setup
 	$(PY) -m pytest -q -rs
@@ -55,6 +50,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/latency.py
+	$(PY) bench/sip_bench.py
 
 clean:
 	rm -rf $(VENV) out

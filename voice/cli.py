@@ -182,6 +182,12 @@ def _serve_logs(verbose: bool) -> None:
                filter=lambda r: r["level"].no >= 30 or (r["name"] or "").startswith(ours))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from voice.demo import run_demo
+
+    return run_demo(args.out, http_port=args.http_port)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     from voice.sip.caller import main as caller_main
 
@@ -241,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--agent", action="append", help="SIP URI of an agent for warm "
                        "transfers (repeat for a queue tried in order)")
     serve.set_defaults(func=cmd_serve)
+
+    demo = commands.add_parser("demo", help="real SIP calls to a real `ivr serve` on loopback, "
+                               "one warm-transferred to a demo agent")
+    demo.add_argument("--out", type=Path, default=Path("out"))
+    demo.add_argument("--http-port", type=int, default=8080)
+    demo.set_defaults(func=cmd_demo)
 
     call = commands.add_parser("call", help="a SIP caller or auto-answering agent (tests, "
                                "benchmarks, demo); see `ivr call -- --help`", add_help=False)

@@ -77,6 +77,7 @@ class _Port(pj.AudioMediaPort):
         self.received: list[bytes] = []
         self.silence = bytes(FRAME * 2)
         self.lock = threading.Lock()
+        self.missing = 0  # ticks with no frame from the far end (lost or late)
 
     def create(self) -> None:
         fmt = pj.MediaFormatAudio()
@@ -115,6 +116,7 @@ class _Port(pj.AudioMediaPort):
                     # Aligned on the tick clock: pad any frame the bridge skipped.
                     while len(self.received) < len(self.sent) - 1:
                         self.received.append(self.silence)
+                        self.missing += 1
                     self.received.append(pcm)
 
 
@@ -351,7 +353,8 @@ def run_caller(args: argparse.Namespace) -> dict:
               "ended_by": ended_by,
               "seconds": round(len(received) / RATE, 2),
               "turns": latency_report(sent, received, play_from) if args.play else [],
-              "reply_onsets_s": [round(t - play_from, 3) for t in audible_onsets(received)]}
+              "reply_onsets_s": [round(t - play_from, 3) for t in audible_onsets(received)],
+              "frames_missing": peer.port.missing}
     if args.record:
         both = np.stack([sent[:len(received)], received], axis=1)
         write_wav(args.record, both, RATE)

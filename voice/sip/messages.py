@@ -20,16 +20,16 @@ def header_values(message: str, name: str) -> list[str]:
     wanted = name.lower()
     head = re.split(r"\r?\n\r?\n", message, maxsplit=1)[0]
     values: list[str] = []
-    lines = head.splitlines()[1:]  # skip the request line
-    for line in lines:
-        if line[:1] in (" ", "\t") and values:  # folded continuation
-            values[-1] += " " + line.strip()
+    matching = False  # the header line a folded continuation belongs to is ours
+    for line in head.splitlines()[1:]:  # skip the request line
+        if line[:1] in (" ", "\t"):
+            if matching:
+                values[-1] += " " + line.strip()
             continue
         key, sep, value = line.partition(":")
-        if not sep:
-            continue
         key = key.strip().lower()
-        if _COMPACT.get(key, key) == wanted:
+        matching = bool(sep) and _COMPACT.get(key, key) == wanted
+        if matching:
             values.append(value.strip())
     return values
 
