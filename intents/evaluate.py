@@ -53,7 +53,14 @@ def evaluate(train: Path | str, test: Path | str, *, embedder, shots: int | None
     predictions = classifier.predict_many(test_texts)
     predicted = [OUT_OF_SCOPE if p.out_of_scope else p.label for p in predictions]
     gold = [OUT_OF_SCOPE if label in OOS_NAMES else label for label in test_labels]
+    return {"train_examples": len(train_texts), "test_examples": len(test_texts),
+            "labels": len(set(train_labels)), **score(gold, predicted),
+            "median_ms_per_utterance": round(statistics.median(timings), 2)}
 
+
+def score(gold: list[str], predicted: list[str]) -> dict:
+    """Accuracy, macro-F1 over the gold labels and recall per label; with out-of-scope
+    utterances in ``gold``, also their recall and the accuracy on the others."""
     labels = sorted(set(gold) | set(predicted))
     recall, f1s = {}, []
     for label in labels:
@@ -67,13 +74,9 @@ def evaluate(train: Path | str, test: Path | str, *, embedder, shots: int | None
         if label in gold:
             f1s.append(2 * precision * rec / (precision + rec) if precision + rec else 0.0)
     result = {
-        "train_examples": len(train_texts),
-        "test_examples": len(test_texts),
-        "labels": len(set(train_labels)),
         "accuracy": round(sum(g == p for g, p in zip(gold, predicted)) / len(gold), 4),
         "macro_f1": round(statistics.fmean(f1s), 4),
         "per_label_recall": recall,
-        "median_ms_per_utterance": round(statistics.median(timings), 2),
     }
     if OUT_OF_SCOPE in gold:
         result["oos_recall"] = recall[OUT_OF_SCOPE]

@@ -43,17 +43,26 @@ class FallbackAnswer:
     elapsed_ms: float
 
 
+# One worked exchange before the real question: without it the embedded 135M model answered with
+# sentences ("The caller said: ...") four times in five here; with it, with a number every time.
+DEMONSTRATION = [
+    {"role": "user", "content": 'Options:\n1. opening hours (for example "when are you open")\n'
+                                '2. cancel service (for example "cancel my subscription")\n'
+                                '0. none of these\n\nCaller: "close my account"\nOption number:'},
+    {"role": "assistant", "content": "2"},
+]
+
+
 def build_messages(utterance: str, candidates: Sequence[IntentSpec], examples: int = 2
                    ) -> list[dict[str, str]]:
-    """The chat prompt: the caller's words and numbered options, each with a few examples."""
-    lines = [f'The caller said: "{utterance}"', "", "Options:"]
+    """The chat prompt: numbered options, each with a few examples, then the caller's words."""
+    lines = ["Options:"]
     for number, intent in enumerate(candidates, start=1):
         name = intent.description or intent.name.replace("_", " ")
         said = "; ".join(f'"{e}"' for e in intent.examples[:examples])
-        lines.append(f"{number}. {name} (for example {said})")
-    lines.append("0. none of these")
-    lines += ["", "Answer with one number."]
-    return [{"role": "system", "content": SYSTEM_PROMPT},
+        lines.append(f"{number}. {name} (for example {said})" if said else f"{number}. {name}")
+    lines += ["0. none of these", "", f'Caller: "{utterance}"', "Option number:"]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, *DEMONSTRATION,
             {"role": "user", "content": "\n".join(lines)}]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import subprocess
 import sys
 
@@ -58,6 +59,22 @@ def test_something_the_menu_does_not_cover_is_out_of_scope(classifier):
     prediction = classifier.predict("what's the best pizza topping")
     assert prediction.out_of_scope
     assert prediction.alternatives  # still says what came closest
+
+
+def test_shared_vectors_need_the_words_too_for_the_full_model(menu, caplog):
+    fresh = IntentClassifier(shared_registry().embedder()).fit(*menu.training_data())
+    said = "where's my parcel"
+    vectors = fresh.embed([said])
+    with_words = fresh.predict_vectors(vectors, texts=[said])[0]
+    alone = fresh.predict(said)
+    assert (with_words.label, round(with_words.confidence, 6)) == \
+        (alone.label, round(alone.confidence, 6))
+    with caplog.at_level(logging.WARNING, logger="intents.classifier"):
+        meaning_only = fresh.predict_vectors(vectors)[0]  # still works, on the embedding alone
+    assert meaning_only.label == "order_status"
+    assert "pass texts=" in caplog.text
+    with pytest.raises(ValueError, match="2 texts for 1 vectors"):
+        fresh.predict_vectors(vectors, texts=[said, said])
 
 
 def _menu_csv(menu: MenuConfig, path) -> None:

@@ -188,12 +188,16 @@ def test_replies_are_read_strictly(reply, choice, reason):
 def test_the_prompt_names_each_candidate_with_examples(menu):
     messages = build_messages("I was charged twice", [menu.by_name("billing_question"),
                                                       menu.by_name("refund")])
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert messages[1]["content"].splitlines()[3:6] == [
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[-1]["content"].splitlines() == [
+        "Options:",
         '1. billing question (for example "I have a question about my bill"; '
         '"I was charged twice")',
         '2. refund (for example "I want my money back"; "how do I get a refund")',
-        "0. none of these"]
+        "0. none of these",
+        "",
+        'Caller: "I was charged twice"',
+        "Option number:"]
 
 
 @pytest.mark.slow
@@ -208,6 +212,7 @@ async def test_the_embedded_smollm2_answers_in_time(menu, ambiguous):
         names = [name for name, _ in ambiguous.alternatives]
         answer = await fallback.choose(AMBIGUOUS, [menu.by_name(n) for n in names])
         await fallback.aclose()
-    assert "no answer" not in answer.reason and "endpoint error" not in answer.reason, answer
+    # With the worked example in the prompt it answers with a number (here it always said 1).
+    assert answer.reason.startswith("chose") or answer.reason == "said none", answer
     assert answer.choice in names or answer.choice is None
     assert answer.elapsed_ms < 5000
