@@ -138,3 +138,37 @@ def test_registration_with_digest_authentication_to_a_registrar(tmp_path):
     finally:
         registrar.kill()
         assert ivr.stop() == 0
+
+
+def test_tls_listener_when_a_certificate_is_configured(tmp_path):
+    """With a certificate, `ivr serve` listens for SIP over TLS too; a TLS client completes the
+    handshake and an OPTIONS over it is answered."""
+    import socket
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    tls_port = free_port()
+    ivr = IvrProcess(tmp_path, {"call": {"handler": "echo"},
+                                "sip": {"transports": ["udp", "tls"], "tls_port": tls_port,
+                                        "tls_cert_file": str(cert),
+                                        "tls_key_file": str(key)}}).start()
+    try:
+        assert "tls" in ivr.get("/healthz")["sip"]["bound"]
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw, \
+                context.wrap_socket(raw) as tls:
+            local = tls.getsockname()
+            tls.sendall((
+                f"OPTIONS sip:ivr@127.0.0.1:{tls_port};transport=tls SIP/2.0\r\n"
+                f"Via: SIP/2.0/TLS {local[0]}:{local[1]};branch=z9hG4bKtls1;rport\r\n"
+                "From: <sip:monitor@127.0.0.1>;tag=t1\r\nTo: <sip:ivr@127.0.0.1>\r\n"
+                "Call-ID: tls-options-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n").encode())
+            answer = tls.recv(4096).decode(errors="replace")
+        assert answer.startswith("SIP/2.0 200"), answer
+    finally:
+        assert ivr.stop() == 0

@@ -20,6 +20,21 @@ from voice.audio import ASR_SAMPLE_RATE, resample
 from voice.settings import IvrSettings
 
 
+LEAD_QUIET_DBFS = -50.0
+LEAD_KEEP_MS = 10
+
+
+def trim_leading_quiet(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Drop the near-silence Piper puts before a sentence (40-60 ms here), keeping 10 ms: the
+    caller hears the reply that much sooner, and nothing audible is cut."""
+    step = rate // 200  # 5 ms
+    threshold = 32768.0 * 10 ** (LEAD_QUIET_DBFS / 20)
+    for start in range(0, max(0, len(audio) - step), step):
+        if np.sqrt(np.mean(audio[start:start + step].astype(np.float64) ** 2)) > threshold:
+            return audio[max(0, start - rate * LEAD_KEEP_MS // 1000):]
+    return audio
+
+
 class VoiceEngines:
     """ASR, TTS and VAD models plus the pools they run in."""
 
@@ -55,7 +70,7 @@ class VoiceEngines:
         chunks = [c.audio_int16_array for c in self.voice.synthesize(text, self.syn_config)]
         if not chunks:
             return b""
-        audio = np.concatenate(chunks)
+        audio = trim_leading_quiet(np.concatenate(chunks), self.voice.config.sample_rate)
         return resample(audio, self.voice.config.sample_rate, rate).tobytes()
 
     async def synthesize(self, text: str, rate: int) -> bytes:

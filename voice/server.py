@@ -136,7 +136,10 @@ class IvrServer:
         from handoff.store import HandoffStore
         from handoff.webhooks import WebhookPusher
 
+        from voice.handlers import ensure_sqlite_dir
+
         cfg = self.settings.handoff
+        ensure_sqlite_dir(cfg.db_url)
         self.handoffs = HandoffStore(cfg.db_url, cfg.spool_dir)
         tokens = desktop_tokens([t.get_secret_value() for t in cfg.desktop_tokens])
         self.routers.append(handoff_router(self.handoffs,

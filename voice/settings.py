@@ -210,8 +210,11 @@ class SipSettings(Section):
     password: str | None = Field(None, description="Digest password.")
     realm: str = Field("*", description="Digest realm; '*' answers any realm.")
     register_expires_s: int = Field(300, ge=60)
-    max_calls: int = Field(4, ge=1, description="Concurrent calls; beyond it INVITEs get 503 with "
-                           "Retry-After. Each call costs ASR, TTS and VAD CPU: on 2 cores about 4.")
+    max_calls: int = Field(3, ge=1, le=4, description="Concurrent inbound calls; beyond it INVITEs "
+                           "get 503 with Retry-After. The pjsua2 wheel allows 4 call legs per "
+                           "process, and a warm transfer's agent leg takes one: 3 leaves room "
+                           "for one transfer at a time, 4 refuses a transfer when all four are "
+                           "callers. More calls: more processes behind the SIP load balancer.")
     retry_after_s: int = Field(30, ge=1, description="Retry-After sent with 503.")
     max_call_s: float = Field(1800.0, gt=0, description="A call longer than this is ended with a "
                               "goodbye and BYE.")

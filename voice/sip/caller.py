@@ -27,7 +27,8 @@ from voice.sip.pjbuffer import vector_bytes
 RATE = 8000
 FRAME = RATE // 50  # 20 ms
 AUDIBLE_DBFS = -40.0  # a reply frame louder than this is audible
-SPEECH_DBFS = -35.0  # the caller's own speech, for where an utterance ends
+SPEECH_DBFS = -55.0  # where the caller's own speech ends: the level calls.json uses, so the
+# decaying tail of the last word counts as speech, as the caller hears it
 
 
 def frame_dbfs(frame: np.ndarray) -> float:
@@ -174,7 +175,8 @@ class _Account(pj.Account):
 class Peer:
     """One pjsua2 endpoint acting as a caller or an auto-answering agent."""
 
-    def __init__(self, port: int = 0, codec: str = "PCMU", log_level: int = 0) -> None:
+    def __init__(self, port: int = 0, codec: str = "PCMU", log_level: int = 0,
+                 jitter_ms: int | None = None) -> None:
         self.ep = pj.Endpoint()
         self.ep.libCreate()
         cfg = pj.EpConfig()
@@ -184,6 +186,10 @@ class Peer:
         cfg.medConfig.clockRate = cfg.medConfig.sndClockRate = RATE
         cfg.medConfig.noVad = True
         cfg.medConfig.ecTailLen = 0
+        if jitter_ms is not None:  # a phone's fixed-ish jitter buffer instead of PJSIP's default
+            media = cfg.medConfig
+            media.jbInit = media.jbMinPre = jitter_ms
+            media.jbMaxPre = 2 * jitter_ms
         self.ep.libInit(cfg)
         transport = pj.TransportConfig()
         transport.port = port
@@ -310,7 +316,7 @@ def latency_report(sent: np.ndarray, received: np.ndarray, play_from_s: float) -
 
 
 def run_caller(args: argparse.Namespace) -> dict:
-    peer = Peer(codec=args.codec, log_level=args.log_level)
+    peer = Peer(codec=args.codec, log_level=args.log_level, jitter_ms=args.jitter_ms)
     peer.register_account(f"sip:{args.caller_id}@127.0.0.1")
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
@@ -362,7 +368,8 @@ def run_caller(args: argparse.Namespace) -> dict:
 
 
 def run_agent(args: argparse.Namespace) -> dict:
-    peer = Peer(port=args.listen_port, codec=args.codec, log_level=args.log_level)
+    peer = Peer(port=args.listen_port, codec=args.codec, log_level=args.log_level,
+                jitter_ms=args.jitter_ms)
     peer.register_account(f"sip:agent@127.0.0.1:{args.listen_port}")
     peer.answer_code = args.answer_code
     peer.ring_s = args.ring
@@ -419,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="answer mode: 200, or 486 (busy), 603 (decline); 180 never answers")
     parser.add_argument("--ring", type=float, default=0.2, help="answer mode: ring seconds")
     parser.add_argument("--log-level", type=int, default=0)
+    parser.add_argument("--jitter-ms", type=int, help="this peer's jitter buffer prefetch "
+                        "(ms); default: PJSIP's adaptive default")
     return parser
 
 

@@ -28,6 +28,11 @@ from voice.settings import SipSettings
 from voice.sip.media import BridgePort
 from voice.sip.messages import InviteInfo, address_allowed, parse_invite, source_host
 
+# The pjsua2-python wheel is built with PJSUA_MAX_CALLS = 4: pjsua refuses a fifth call leg in a
+# process (inbound or outbound) whatever UaConfig.maxCalls says (measured: maxCalls 8 or 31 still
+# gave 4). More calls per host means more `ivr serve` processes behind the SIP load balancer.
+CALL_SLOTS = 4
+
 _TIMER = {"inactive": pj.PJSUA_SIP_TIMER_INACTIVE, "optional": pj.PJSUA_SIP_TIMER_OPTIONAL,
           "required": pj.PJSUA_SIP_TIMER_REQUIRED, "always": pj.PJSUA_SIP_TIMER_ALWAYS}
 _CODEC_IDS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1"}
@@ -298,6 +303,9 @@ class SipEngine:
         leg = CallLeg(self, "outbound", None, remote_uri=uri)
 
         def make() -> None:
+            if len(self._legs) >= CALL_SLOTS:
+                raise RuntimeError(f"cannot dial {uri}: all {CALL_SLOTS} call slots of this "
+                                   "process are in use")
             call = _PjCall(self, self._account, leg)
             leg.pj_call = call
             self._legs[leg.leg_id] = leg
@@ -391,7 +399,7 @@ class SipEngine:
         cfg.uaConfig.threadCnt = 0  # this thread pumps SIP events; no other thread runs SIP
         cfg.uaConfig.mainThreadOnly = False
         cfg.uaConfig.userAgent = s.user_agent
-        cfg.uaConfig.maxCalls = max(32, s.max_calls * 2 + 8)  # room for agent legs and refusals
+        cfg.uaConfig.maxCalls = CALL_SLOTS
         cfg.logConfig.level = s.log_level
         cfg.logConfig.consoleLevel = s.log_level
         media = cfg.medConfig
@@ -465,6 +473,8 @@ class SipEngine:
             refusal = (503, "shutting down", busy)
         elif self.inbound_calls >= self.settings.max_calls:
             refusal = (503, "too many calls", busy)
+        elif len(self._legs) >= CALL_SLOTS:  # agent legs of warm transfers hold slots too
+            refusal = (503, "no call slot", busy)
         if refusal is not None:
             code, why, headers = refusal
             logger.info(f"sip: refused INVITE {invite.sip_call_id} from {source}: {code} {why}")
