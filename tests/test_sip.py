@@ -159,3 +159,14 @@ def test_sip_info_dtmf_reaches_the_pipeline(ivr, workdir):
     call = ivr.wait_call(lambda c: c["caller_number"] == "+15550000777")
     assert call["context"]["dtmf_events"] == 1
     assert call["context"]["dtmf_methods"] == ["sip-info"]
+
+
+def test_a_reinvite_puts_the_ivr_on_hold_and_back(ivr, workdir):
+    """re-INVITE with a=sendonly (the caller's PBX holds us), then a=sendrecv, then BYE."""
+    steps = (sc.pause(1500) + sc.reinvite("sendonly", 2) + sc.pause(1500)
+             + sc.reinvite("sendrecv", 3) + sc.pause(1000) + sc.bye(4))
+    body = sc.answered_call(steps).replace("sip:+15550000001@[local_ip]", "sip:+15550000444@[local_ip]")
+    done = run_sipp(sc.scenario("hold", body), ivr.address, workdir, name="hold")
+    assert done.returncode == 0, done.stdout + done.stderr
+    call = ivr.wait_call(lambda c: c["caller_number"] == "+15550000444")
+    assert call["context"]["hold_events"] >= 1 and call["end_reason"] == "caller-hangup"

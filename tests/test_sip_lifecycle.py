@@ -18,10 +18,16 @@ pytestmark = [pytest.mark.slow,
                                  "sip-tester")]
 
 
-def test_a_silent_caller_hears_a_goodbye_and_the_ivr_hangs_up(tmp_path):
+def test_silence_and_duration_limits_end_calls_with_a_goodbye(tmp_path):
     ivr = IvrProcess(tmp_path, {"call": {"handler": "echo"},
-                                "sip": {"max_silence_s": 3.0}}).start()
+                                "sip": {"max_silence_s": 3.0, "max_call_s": 8.0}}).start()
     try:
+        talker = run_peer([ivr.uri, "--wait", "0.2", "--stay", "--timeout", "40",
+                           "--play", str(CALLS / "barge_in_8k.wav"),
+                           "--caller-id", "+15550000998"], timeout_s=60)
+        assert talker["connected"] and talker["ended_by"] == "ivr"
+        call = ivr.wait_call(lambda c: c["caller_number"] == "+15550000998")
+        assert call["end_reason"] == "max-duration"
         result = run_peer([ivr.uri, "--wait", "0.2", "--stay", "--timeout", "40",
                            "--caller-id", "+15550000999"], timeout_s=60)
         assert result["connected"]

@@ -229,3 +229,46 @@ def test_the_agent_hangs_up_and_the_caller_leg_is_ended(ivr, agents, tmp_path):
     package = handoff_of(ivr, "+15550000003", "connected")
     call = ivr.wait_call(lambda c: c["context"].get("handoff_id") == package["handoff_id"])
     assert call["end_reason"] == "transferred-agent-hangup"
+
+
+@pytest.fixture(scope="module")
+def ivr_refer(tmp_path_factory, agents):
+    from handoff.crm import CrmStore, seed
+
+    workdir = tmp_path_factory.mktemp("refer")
+    crm_url = f"sqlite:///{workdir / 'crm.sqlite'}"
+    seed(CrmStore(crm_url), customers=50)
+    server = IvrProcess(workdir, {
+        "call": {"handler": "manager", "crm_url": crm_url},
+        "handoff": {"agent_uris": [f"sip:agent@127.0.0.1:{agents[0]}"], "ring_timeout_s": 4,
+                    "transfer_mode": "refer",
+                    "db_url": f"sqlite:///{workdir / 'handoffs.sqlite'}",
+                    "spool_dir": str(workdir / "handoff-spool"),
+                    "desktop_tokens": [f"Dana:{TOKEN}"]},
+    }).start()
+    yield server
+    assert server.stop() == 0, server.log()[-3000:]
+
+
+def test_refer_with_replaces_takes_the_ivr_out_of_the_media_path(ivr_refer, agents, tmp_path):
+    """transfer_mode refer: after the briefing the caller's side is REFERred to the agent with
+    Replaces; caller and agent then talk on their own dialog and the IVR's legs end."""
+    dana = agent(agents[0], "--play", str(spoken([("Hello, this is Dana. How can I help?", 1.0)],
+                                                  tmp_path / "dana.wav")),
+                 "--wait", "18", "--record", str(tmp_path / "agent.wav"), "--timeout", "70")
+    time.sleep(1.5)
+    caller = run_peer(["sip:+18005550100@" + ivr_refer.address, "--play",
+                       str(spoken([("Can I talk to a real person?", 1.0)],
+                                  tmp_path / "caller.wav")),
+                       "--wait", "2", "--hangup-after", "34", "--stay",
+                       "--record", str(tmp_path / "caller.wav.rec"), "--timeout", "60"],
+                      timeout_s=90)
+    dana_result = peer_result(dana)
+    assert caller["transferred"] and dana_result["transferred"], (caller, dana_result)
+    package = handoff_of(ivr_refer, "+15550000001", "connected")
+    call = ivr_refer.wait_call(lambda c: c["context"].get("handoff_id") == package["handoff_id"])
+    assert call["end_reason"] == "transferred"
+    # The IVR left well before the caller hung up: the rest was caller <-> agent directly.
+    ended = call["ended_at"]
+    assert "dana" in heard(tmp_path / "caller.wav.rec", 22, 34), "the caller did not hear Dana"
+    assert ended

@@ -59,6 +59,13 @@ def run_demo(out_dir: Path, http_port: int = 8080) -> int:
 
         seed(CrmStore(crm_url))
     sip_port, agent_port = _free_port(), _free_port()
+    try:  # the usual HTTP port, or any free one if something else holds it
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", http_port))
+    except OSError:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            http_port = probe.getsockname()[1]
     config = {"call": {"handler": "manager", "crm_url": crm_url},
               "server": {"store_url": f"sqlite:///{var / 'ivr.sqlite'}",
                          "spool_dir": str(var / "spool"), "http_port": http_port},

@@ -77,9 +77,12 @@ class HandlerFactory:
                                          api_key="not-needed"), Tools(parts["crm"]))
         from handoff.escalation import EscalationPolicy
 
+        from intents.llm_fallback import LlmFallback
+
         return TurnManager(parts["menu"], parts["classifier"], parts["crm"], parts["embedder"],
                            phraser, agent,
-                           escalation=EscalationPolicy(settings.handoff.escalation))
+                           escalation=EscalationPolicy(settings.handoff.escalation),
+                           fallback=LlmFallback.from_menu(parts["menu"], self._llm_url))
 
     @property
     def crm(self):

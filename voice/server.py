@@ -152,9 +152,15 @@ class IvrServer:
                                         self.handoffs, attempts=cfg.webhook_attempts,
                                         base_delay_s=cfg.webhook_backoff_s,
                                         timeout_s=cfg.webhook_timeout_s)
+        summarizer = None
+        if self.settings.call.llm_phrasing and self.settings.models.llm_url:
+            from handoff.summary import LlmSummarizer
+
+            summarizer = LlmSummarizer(self.settings.models.llm_url)
         if self.factory is not None and self.factory.crm is not None:
             self.transfers = TransferService(cfg, self.engine, self.handoffs, self.factory.crm,
-                                             hub=self.hub, pusher=self.pusher)
+                                             hub=self.hub, pusher=self.pusher,
+                                             summarizer=summarizer)
 
     def _warm(self) -> None:
         engines = shared_engines(self.settings)

@@ -20,6 +20,7 @@ from handoff.state import ActionRecord, CallState, EscalationDecision, IntentRec
 from intents.classifier import IntentClassifier
 from intents.config import OUT_OF_SCOPE, MenuConfig
 from intents.entities import YesNo, digit_groups, digit_string, yes_or_no
+from intents.llm_fallback import LlmFallback
 from intents.policy import Action, Decision, MenuPolicy
 from intents.signals import Signals, SignalTracker
 from voice.agent import AgentAnswer, LlmAgent
@@ -78,10 +79,11 @@ class TurnManager:
     def __init__(self, menu: MenuConfig, classifier: IntentClassifier, crm: CrmStore,
                  embedder=None, phraser: LlmPhraser | None = None,
                  agent: LlmAgent | None = None,
-                 escalation: EscalationPolicy | None = None) -> None:
+                 escalation: EscalationPolicy | None = None,
+                 fallback: LlmFallback | None = None) -> None:
         self.menu = menu
         self.classifier = classifier
-        self.policy = MenuPolicy(menu)
+        self.policy = MenuPolicy(menu, fallback)  # fallback: the LLM for the ambiguous band
         self.escalation = escalation or EscalationPolicy()
         self.tools = Tools(crm)
         self.crm = crm
@@ -146,8 +148,8 @@ class TurnManager:
             reply = self._continue_slot(text)
             if reply is not None:
                 return await self._phrase(reply)
-        prediction = self.classifier.predict_vectors(vector, started)[0]
-        decision = self.policy.decide(prediction)
+        prediction = self.classifier.predict_vectors(vector, started, texts=[text])[0]
+        decision = await self.policy.decide_async(prediction, text)
         nlu_ms = (time.perf_counter() - started) * 1000
         self.state.intents.append(IntentRecord(
             turn.index, text, prediction.label, round(prediction.confidence, 3),

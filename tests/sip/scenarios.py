@@ -160,3 +160,45 @@ OPTIONS = """  <send retrans="500">
   </send>
   <recv response="200"/>
 """
+
+
+def reinvite(direction: str, cseq: int) -> str:
+    """A re-INVITE in the dialog putting the IVR on hold (sendonly) or back (sendrecv)."""
+    sdp = SDP_PCMU.replace("a=ptime:20", f"a=ptime:20\na={direction}")
+    return f"""  <send retrans="500">
+    <![CDATA[
+      INVITE sip:+18005550100@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Alex Morgan" <sip:+15550000001@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Contact: <sip:+15550000001@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK sip:+18005550100@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Alex Morgan" <sip:+15550000001@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Contact: <sip:+15550000001@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+
+def bye(cseq: int) -> str:
+    return BYE.replace("CSeq: 2 BYE", f"CSeq: {cseq} BYE")

@@ -132,6 +132,7 @@ class PeerState:
     headers: dict[str, str] = field(default_factory=dict)
     codec: str | None = None
     calls_seen: int = 0
+    transferred: bool = False  # this peer's call was moved by REFER/Replaces
 
 
 class _Call(pj.Call):
@@ -140,6 +141,8 @@ class _Call(pj.Call):
         self.peer = peer
 
     def onCallState(self, prm) -> None:
+        if self is not self.peer.call:
+            return  # a call replaced by a transfer: the new one is followed
         info = self.getInfo()
         state = self.peer.state
         if info.lastStatusCode:
@@ -161,6 +164,23 @@ class _Call(pj.Call):
                 self.peer.state.codec = self.getStreamInfo(media.index).codecName
                 if self.peer.state.media_at is None:
                     self.peer.state.media_at = time.time()
+
+
+    def onCallTransferRequest(self, prm) -> None:
+        """The IVR asks us (the caller) to call the agent instead (REFER): accept."""
+        new = _Call(self.peer, self.peer.account)
+        prm.newCall = new
+        self.peer.old_calls.append(self)
+        self.peer.call = new
+        self.peer.state.transferred = True
+
+    def onCallReplaced(self, prm) -> None:
+        """The agent's side: the IVR's call to us is replaced by the caller's own (Replaces)."""
+        new = _Call(self.peer, self.peer.account, prm.newCallId)
+        prm.newCall = new
+        self.peer.old_calls.append(self)
+        self.peer.call = new
+        self.peer.state.transferred = True
 
 
 class _Account(pj.Account):
@@ -210,6 +230,7 @@ class Peer:
         self.ring_s = 0.0
         self._answer_at: float | None = None
         self._rejected: list[_Call] = []
+        self.old_calls: list[_Call] = []
         self.we_hung_up = False
 
     def register_account(self, uri: str) -> None:
@@ -289,7 +310,7 @@ class Peer:
             self.ep.libHandleEvents(10)
         self.port.closed = True
         destroy(self.port)
-        for call in [self.call, *self._rejected]:
+        for call in [self.call, *self._rejected, *self.old_calls]:
             destroy(call)
         if self.account is not None:
             self.account.shutdown()
@@ -360,7 +381,7 @@ def run_caller(args: argparse.Namespace) -> dict:
               "seconds": round(len(received) / RATE, 2),
               "turns": latency_report(sent, received, play_from) if args.play else [],
               "reply_onsets_s": [round(t - play_from, 3) for t in audible_onsets(received)],
-              "frames_missing": peer.port.missing}
+              "frames_missing": peer.port.missing, "transferred": peer.state.transferred}
     if args.record:
         both = np.stack([sent[:len(received)], received], axis=1)
         write_wav(args.record, both, RATE)
@@ -398,6 +419,7 @@ def run_agent(args: argparse.Namespace) -> dict:
     return {"calls_seen": peer.state.calls_seen, "status": peer.state.status,
             "connected": peer.state.confirmed_at is not None, "codec": peer.state.codec,
             "headers": peer.state.headers, "seconds": round(len(received) / RATE, 2),
+            "transferred": peer.state.transferred,
             "heard_onsets_s": [round(t, 3) for t in audible_onsets(received)]}
 
 

@@ -47,6 +47,7 @@ class LegEventKind(StrEnum):
     HOLD = "hold"  # the far end put us on hold (re-INVITE/UPDATE sendonly/inactive)
     UNHOLD = "unhold"
     DTMF = "dtmf"
+    TRANSFER = "transfer"  # NOTIFY of a REFER we sent: code is the far end's progress/result
     DISCONNECTED = "disconnected"
 
 
@@ -217,6 +218,10 @@ class _PjCall(pj.Call):
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         self.leg._post(LegEvent(LegEventKind.DTMF, digit=prm.digit,
                                 method=_DTMF_METHOD.get(prm.method, str(prm.method))))
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        self.leg._post(LegEvent(LegEventKind.TRANSFER, prm.statusCode, prm.reason,
+                                method="final" if prm.finalNotify else "progress"))
 
 
 class _Account(pj.Account):

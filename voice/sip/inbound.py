@@ -26,6 +26,7 @@ from voice.sip.endpoint import CallLeg, LegEvent, LegEventKind
 from voice.turns import CallInfo, TurnHandler
 
 MEDIA_TIMEOUT_S = 5.0  # 200 OK sent, no audio path after this: the call is ended
+GOODBYE_GRACE_S = 12.0  # a goodbye the caller talks over still ends the call after this
 TAIL_S = 0.4  # after our last sample, the far end's jitter buffer still has to play it
 
 
@@ -63,6 +64,8 @@ class InboundCall:
         self.on_turn_hooks: list[Callable[[dict], None]] = []  # metrics, live views
         self._last_activity = time.monotonic()
         self.done = asyncio.Event()
+        self.refer_done = asyncio.Event()  # the far end reported how our REFER ended
+        self.refer_status: tuple[int, str] | None = None
 
     @property
     def call_id(self) -> str:
@@ -184,6 +187,10 @@ class InboundCall:
                 except ValueError:
                     continue
                 await self.session.push_frame(InputDTMFFrame(button=button))
+            elif event.kind == LegEventKind.TRANSFER:
+                self.refer_status = (event.code, event.reason)
+                if event.method == "final" or event.code >= 200:
+                    self.refer_done.set()
             elif event.kind == LegEventKind.HOLD:
                 self.hold_events += 1
                 logger.info(f"call {self.call_id}: held by the caller")
@@ -196,6 +203,7 @@ class InboundCall:
         sip = self.settings.sip
         answered = time.monotonic()
         said_goodbye = False
+        hang_up_at = float("inf")
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
@@ -203,14 +211,20 @@ class InboundCall:
             if session.bot_speaking or session.listen.segmenter.in_turn \
                     or session.replies_in_flight or self.transferring:
                 self._last_activity = now
-            if said_goodbye or self.transferring:
+            if said_goodbye:
+                if now > hang_up_at:  # the goodbye was talked over or never ended: end anyway
+                    session.hangup_requested.set()
+                continue
+            if self.transferring:
                 continue  # on hold or with an agent: the IVR's limits no longer apply
             if now - answered > sip.max_call_s:
                 self.end_reason, said_goodbye = "max-duration", True
+                hang_up_at = now + GOODBYE_GRACE_S
                 logger.info(f"call {self.call_id}: duration limit reached")
                 await session.say(sip.goodbye_max_duration, end_call=True)
             elif now - self._last_activity > sip.max_silence_s:
                 self.end_reason, said_goodbye = "silence-timeout", True
+                hang_up_at = now + GOODBYE_GRACE_S
                 logger.info(f"call {self.call_id}: caller silent, saying goodbye")
                 await session.say(sip.goodbye_silence, end_call=True)
 

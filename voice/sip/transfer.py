@@ -105,8 +105,9 @@ class TransferService:
 
     def __init__(self, settings: HandoffSettings, engine: SipEngine, store: HandoffStore,
                  crm: CrmStore, *, hub: DesktopHub | None = None,
-                 pusher: WebhookPusher | None = None) -> None:
+                 pusher: WebhookPusher | None = None, summarizer=None) -> None:
         self.settings = settings
+        self.summarizer = summarizer  # handoff.summary.LlmSummarizer, when an LLM URL is set
         self.engine = engine
         self.store = store
         self.crm = crm
@@ -158,6 +159,10 @@ class WarmTransfer:
             build_package, state, svc.crm, self._transcript(),
             sip_call_id=call.record.sip_call_id, called_number=call.record.called_number,
             started_at=_iso(call.record.started_at))
+        if svc.summarizer is not None:  # a capable LLM may rewrite it, from the same facts only
+            rewrite = await svc.summarizer.apply(package)
+            logger.info(f"call {call.call_id}: LLM summary "
+                        f"{'accepted' if rewrite.accepted else 'rejected'}")
         data = package.to_dict()
         self.handoff_id, self.summary = data["handoff_id"], data["summary"]
         call.record.context["handoff_id"] = self.handoff_id
@@ -239,16 +244,41 @@ class WarmTransfer:
             return "rejected"  # the agent hung up during the briefing
         await asyncio.sleep(0.3)  # the agent's jitter buffer plays the briefing's tail
         leg.port.source = None
-        if svc.settings.transfer_mode == "refer":
-            await call.leg.refer_replaces(leg)
-        else:
-            await svc.engine.bridge(call.leg, leg)
+        if svc.settings.transfer_mode == "refer" and await self._refer(leg):
+            call.end_reason = "transferred"
+            await self._set_outcome("connected", uri, "connected")
+            logger.info(f"call {call.call_id}: caller and agent {uri} joined by REFER; "
+                        "the IVR has left the media path")
+            await call.leg.hangup()  # RFC 5589: the transferor ends its dialog
+            return "connected"
+        await svc.engine.bridge(call.leg, leg)
         call.end_reason = "transferred"
         await self._set_outcome("connected", uri, "connected")
         logger.info(f"call {call.call_id}: connected to agent {uri} "
                     f"({svc.settings.transfer_mode})")
         asyncio.create_task(self._follow(leg), name=f"call-{call.call_id}-agent")
         return "connected"
+
+    async def _refer(self, leg: CallLeg, timeout_s: float = 10.0) -> bool:
+        """REFER with Replaces to the caller's side; True once it reports success (2xx).
+        Anything else (refused, no NOTIFY in time) leaves both legs up for the bridge."""
+        call = self.call
+        call.refer_done.clear()
+        try:
+            await call.leg.refer_replaces(leg)
+        except RuntimeError as error:
+            logger.warning(f"call {call.call_id}: REFER not sent ({error}); bridging instead")
+            return False
+        try:
+            await asyncio.wait_for(call.refer_done.wait(), timeout_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            logger.warning(f"call {call.call_id}: no answer to REFER; bridging instead")
+            return False
+        code, reason = call.refer_status or (0, "")
+        if 200 <= code < 300:
+            return True
+        logger.warning(f"call {call.call_id}: REFER failed ({code} {reason}); bridging instead")
+        return False
 
     async def _follow(self, leg: CallLeg) -> None:
         """Once connected, whoever hangs up first ends the other leg too."""
