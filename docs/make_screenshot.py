@@ -10,6 +10,7 @@ Dana in headless Debian Chromium (/usr/bin/chromium) and saves a full-page scree
 from __future__ import annotations
 
 import argparse
+import json
 import asyncio
 import socket
 from datetime import UTC, datetime, timedelta
@@ -119,7 +120,7 @@ def taken_package(now: datetime) -> dict:
     }
 
 
-async def make_screenshot(out: Path, width: int) -> None:
+async def make_screenshot(out: Path, width: int, package_path: Path | None = None) -> None:
     hub = DesktopHub(tokens={"tok-1": "Dana", "tok-2": "Sam"})
     app = FastAPI()
     app.include_router(desktop_router(hub))
@@ -137,7 +138,12 @@ async def make_screenshot(out: Path, width: int) -> None:
         await hub.publish(validated_dict(taken_package(now)))
         await hub.accept("h-20260314-0006", "Sam")
         await hub.update("h-20260314-0006", "connected")
-        await hub.publish(validated_dict(sample_package(now)))
+        shown = sample_package(now)
+        if package_path is not None:  # a real package (the demo call's), shown as it arrived
+            shown = json.loads(Path(package_path).read_text())
+            shown.pop("deliveries", None)
+            shown["transfer"].update(outcome="pending", attempts=[])
+        await hub.publish(validated_dict(shown))
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM,
                                                        args=CHROMIUM_ARGS)
@@ -145,7 +151,7 @@ async def make_screenshot(out: Path, width: int) -> None:
             await page.goto(url)
             await page.fill("#token", "tok-1")
             await page.click("#sign-in button[type=submit]")
-            card = page.locator('.card[data-handoff-id="h-20260314-0007"]')
+            card = page.locator(f'.card[data-handoff-id="{shown["handoff_id"]}"]')
             await expect(card).to_be_visible()
             await card.locator(".transcript summary").click()
             await page.screenshot(path=str(out), full_page=True)
@@ -161,10 +167,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).resolve().parent / "agent-desktop.png")
+    parser.add_argument("--package", type=Path, help="a handoff package JSON to show (e.g. "
+                        "out/demo_handoff.json from `ivr demo`) instead of the built-in sample")
     parser.add_argument("--width", type=int, default=1280,
                         help="browser width in CSS pixels (try 1024 or 760 to check the layout)")
     args = parser.parse_args()
-    asyncio.run(make_screenshot(args.out, args.width))
+    asyncio.run(make_screenshot(args.out, args.width, args.package))
     print(args.out)
 
 

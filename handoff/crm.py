@@ -293,6 +293,13 @@ def seed(store: CrmStore, customers: int = 3000, rng_seed: int = 20261122,
         s.add(Account(number=DEMO_ACCOUNT, customer_id=demo.id, balance_cents=4250))
         s.add(Order(number=DEMO_ORDER, customer_id=demo.id, status="shipped", carrier="UPS",
                     placed_on=today - timedelta(days=3), eta=today + timedelta(days=2)))
+        s.flush()
+        demo_account = s.scalars(select(Account).where(Account.number == DEMO_ACCOUNT)).one()
+        # The double charge the demo's second caller calls about: the same item billed twice.
+        for amount, item, days_ago in ((2999, "Monthly plan", 20), (5900, "Headphones", 9),
+                                       (5900, "Headphones", 9)):
+            s.add(Charge(account_id=demo_account.id, amount_cents=amount, description=item,
+                         charged_on=today - timedelta(days=days_ago)))
         for i in range(customers):
             customer = Customer(name=f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
                                 phone=f"+1555{1000000 + i:07d}",

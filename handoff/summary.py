@@ -72,6 +72,17 @@ def _sentence(text: str) -> str:
     return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+# How the shipped menu's intents read in a sentence; any other label reads as its words.
+_TOPICS = {"order_status": "an order's status", "billing_question": "a billing question",
+           "refund": "a refund", "payment": "a payment", "technical_support": "technical support",
+           "opening_hours": "opening hours", "address_change": "an address change",
+           "cancel_service": "cancelling their service", "talk_to_human": "speaking to a person"}
+
+
+def topic(label: str) -> str:
+    return _TOPICS.get(label, label.replace("_", " "))
+
+
 def summarize(package: HandoffPackage, *, identified_by_caller_id: bool = True) -> str:
     """Two or three sentences from the package's facts (deterministic)."""
     customer = package.customer
@@ -86,7 +97,7 @@ def summarize(package: HandoffPackage, *, identified_by_caller_id: bool = True) 
     else:
         who = "An unidentified caller"
     if package.intent is not None and package.intent.label != "out_of_scope":
-        why = f"is calling about {package.intent.label.replace('_', ' ')}"
+        why = f"is calling about {topic(package.intent.label)}"
     else:
         why = "has a request the IVR did not understand"
     sentences = [f"{who} {why}."]

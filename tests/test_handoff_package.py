@@ -90,7 +90,7 @@ def test_secrets_are_redacted_in_the_transcript(crm):
 def test_the_summary_says_who_why_what_was_done_what_is_open_and_how_they_feel(crm):
     package = build_package(order_call(crm), crm, TRANSCRIPT)
     assert package.summary == (
-        "Alex Morgan (gold tier), matched by caller ID, is calling about order status. "
+        "Alex Morgan (gold tier), matched by caller ID, is calling about an order's status. "
         "Order 456712 looked up: shipped with UPS, ETA Nov 24. "
         "Handed over because caller asked for a human; the caller is frustrated.")
 
@@ -105,7 +105,7 @@ def test_summary_of_an_unknown_caller_with_a_failed_lookup(crm):
     package = build_package(state, crm, [])
     assert package.customer is None
     assert package.summary == (
-        "An unidentified caller (+15557770000) is calling about billing question. "
+        "An unidentified caller (+15557770000) is calling about a billing question. "
         "Handed over because intent billing_question routes to a queue; balance lookup "
         "failed; the caller sounds calm.")
 

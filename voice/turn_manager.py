@@ -245,7 +245,8 @@ class TurnManager:
         if route is None:
             return Reply(text=self.policy.menu_prompt())
         if route.kind == "queue":
-            return self._to_queue(route.target, f"intent {intent.name} routes to a queue", turn)
+            return self._to_queue(route.target, f"{intent.name.replace('_', ' ')} is handled by "
+                                  f"the {route.target.replace('_', ' ')} team", turn)
         return self._self_service(route.target, turn)
 
     def _to_queue(self, queue: str, reason: str, turn: CallerTurn | None) -> Reply:

@@ -130,7 +130,9 @@ function buildCard(pkg) {
   if (pkg.intent) {
     intent.appendChild(el("strong", "", pkg.intent.label));
     intent.appendChild(document.createTextNode(` ${percent(pkg.intent.confidence)}`));
-    const alts = (pkg.intent.alternatives || []).map((a) => `${a.label} ${percent(a.confidence)}`);
+    const alts = (pkg.intent.alternatives || [])
+      .filter((a) => a.label !== pkg.intent.label)  // the runners-up, not the winner again
+      .map((a) => `${a.label} ${percent(a.confidence)}`);
     if (alts.length) intent.appendChild(el("span", "alternatives", ` · also ${alts.join(", ")}`));
   } else {
     intent.textContent = "not recognised";
