@@ -47,8 +47,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def call_latencies(result: dict, utterances: list[dict]) -> tuple[list[float], int]:
-    """Caller-side waits: utterance end (from the manifest) -> first reply onset after it."""
+def call_latencies(result: dict, utterances: list[dict], keep_gaps: bool = False
+                   ) -> tuple[list, int]:
+    """Caller-side waits: utterance end (from the manifest) -> first reply onset after it.
+    ``keep_gaps`` keeps a None where an utterance got no reply, so waits line up with turns."""
     onsets = result.get("reply_onsets_s") or []
     waits, missing = [], 0
     for i, utterance in enumerate(utterances):
@@ -57,6 +59,8 @@ def call_latencies(result: dict, utterances: list[dict]) -> tuple[list[float], i
         reply = next((t for t in onsets if end < t < limit), None)
         if reply is None:
             missing += 1
+            if keep_gaps:
+                waits.append(None)
         else:
             waits.append((reply - end) * 1000)
     return waits, missing
@@ -71,7 +75,8 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def run_level(servers: list[IvrProcess], concurrency: int, calls: int, manifest: dict) -> dict:
+def run_level(servers: list[IvrProcess], concurrency: int, calls: int, manifest: dict,
+              budget_ms: float) -> dict:
     """``calls`` calls, ``concurrency`` at a time, spread over ``servers`` (each process carries
     at most CALL_SLOTS calls: the pjsua2 wheel's limit)."""
     names = [BENCH_CALLS[i % len(BENCH_CALLS)] for i in range(calls)]
@@ -108,20 +113,38 @@ def run_level(servers: list[IvrProcess], concurrency: int, calls: int, manifest:
             setups.append(result["setup_ms"])
         frames_missing += result.get("frames_missing", 0)
         seconds += result.get("seconds", 0.0)
-    ivr_calls = [c for s in servers for c in s.calls(limit=calls)][:calls]
+    ivr_calls = [c for s in servers for c in s.calls(limit=calls)]
+    by_caller = {c["caller_number"]: c for c in ivr_calls}
+    over_budget, judged, net = 0, 0, []
+    for i, (name, result) in enumerate(results):
+        call = by_caller.get(f"+1555900{i:04d}")
+        w, _ = call_latencies(result, manifest[name]["utterances"], keep_gaps=True)
+        turns = call["turns"] if call else []
+        if len(turns) != len(w):
+            continue  # the IVR split or merged an utterance: no one-to-one match to judge
+        for wait, turn in zip(w, turns):
+            if wait is None:
+                continue
+            allowed = budget_ms + turn.get("budgeted_wait_ms", 0.0)
+            judged += 1
+            over_budget += wait > allowed
+            net.append(wait - turn.get("budgeted_wait_ms", 0.0))
     dropped = sum(c["context"].get("frames", {}).get("frames_dropped", 0) for c in ivr_calls)
     short = sum(c["context"].get("frames", {}).get("frames_short", 0) for c in ivr_calls)
     return {"concurrency": concurrency, "processes": len(servers), "calls": calls, "connected":
             sum(1 for _, r in results if r["connected"]), "waits_ms": waits,
             "p50_ms": percentile(waits, 0.5), "p95_ms": percentile(waits, 0.95),
             "unanswered": missing, "setup_ms_p50": percentile(setups, 0.5),
+            "judged": judged, "over_budget": over_budget,
+            "p95_net_ms": percentile(net, 0.95),
             "caller_frames_missing": frames_missing, "ivr_frames_dropped": dropped,
             "ivr_frames_short": short, "call_seconds": round(seconds, 1),
             "cpu_s": round(cpu, 1), "cpu_per_call": round(cpu / seconds, 3) if seconds else None,
             "wall_s": round(wall, 1)}
 
 
-def run_config(name: str, sip: dict, levels: list[int], per_level: int, manifest: dict) -> list:
+def run_config(name: str, sip: dict, levels: list[int], per_level: int, manifest: dict,
+               budget_ms: float) -> list:
     processes = -(-max(levels) // CALL_SLOTS)
     with tempfile.TemporaryDirectory() as tmp:
         servers = []
@@ -137,7 +160,7 @@ def run_config(name: str, sip: dict, levels: list[int], per_level: int, manifest
             out = []
             for level in levels:
                 row = run_level(servers[:-(-level // CALL_SLOTS)], level, level * per_level,
-                                manifest)
+                                manifest, budget_ms)
                 row["config"] = name
                 print(json.dumps({k: v for k, v in row.items() if k != "waits_ms"}), flush=True)
                 out.append(row)
@@ -173,6 +196,8 @@ def write_report(rows: list[dict], budget_ms: float, path_md: Path, path_png: Pa
     base = {r["concurrency"]: r for r in rows if r["config"] == "pjsip-defaults"}
     holding = [c for c, r in ours.items() if r["p95_ms"] is not None and r["p95_ms"] <= budget_ms
                and not r["unanswered"]]
+    holding_net = [c for c, r in ours.items() if r["p95_net_ms"] is not None
+                   and r["p95_net_ms"] <= budget_ms and not r["unanswered"]]
     lines = ["# SIP bench: caller-side voice-to-voice latency under concurrent calls", "",
              f"Machine: {machine()}. No GPU.", "",
              "Command: `.venv/bin/python bench/sip_bench.py` "
@@ -188,14 +213,17 @@ def write_report(rows: list[dict], budget_ms: float, path_md: Path, path_png: Pa
              "PJSUA_MAX_CALLS 4), so C above 4 runs two processes on the same two cores, as a "
              "SIP load balancer would spread them. The callers keep PJSIP's default jitter "
              "buffer, like a phone whose settings we do not choose.", "",
-             "| config | C | processes | calls | p50 ms | p95 ms | unanswered | set-up p50 ms | "
-             "caller frames missing | IVR frames dropped | CPU s per call-second |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| config | C | processes | calls | p50 ms | p95 ms | p95 without budgeted waits "
+             "ms | turns over budget | unanswered | set-up p50 ms | caller frames missing | IVR "
+             "frames dropped | CPU s per call-second |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
         lines.append(f"| {r['config']} | {r['concurrency']} | {r['processes']} | {r['calls']} | "
                      f"{fmt(r['p50_ms'])} "
-                     f"| {fmt(r['p95_ms'])} | {r['unanswered']} | {fmt(r['setup_ms_p50'])} | "
+                     f"| {fmt(r['p95_ms'])} | {fmt(r['p95_net_ms'])} | "
+                     f"{r['over_budget']}/{r['judged']} | {r['unanswered']} | "
+                     f"{fmt(r['setup_ms_p50'])} | "
                      f"{r['caller_frames_missing']} | {r['ivr_frames_dropped']} | "
                      f"{r['cpu_per_call']} |")
     lines += ["", "Ratios, ours / PJSIP defaults:", ""]
@@ -205,9 +233,32 @@ def write_report(rows: list[dict], budget_ms: float, path_md: Path, path_png: Pa
                          f"p95 {ours[c]['p95_ms'] / base[c]['p95_ms']:.2f}")
     lines += ["", f"Budget (settings `budget.total_ms`): {budget_ms:.0f} ms. Largest C whose "
               f"caller-side p95 stays within it with every utterance answered: "
-              f"**{max(holding) if holding else 'none'}**.", "",
+              f"**{max(holding) if holding else 'none'}**. Counting, as the IVR's own budget "
+              "does, the silence the end-of-turn rule waits on purpose (a transcript that "
+              "trails off with a comma or 'and' waits `turn.incomplete_silence_ms`, a number "
+              "read in groups `digits_silence_ms`) as budgeted, so that each turn's allowance "
+              "is the budget plus that wait: largest C whose p95 of the rest stays within it: "
+              f"**{max(holding_net) if holding_net else 'none'}**. The bench recordings are "
+              "sentence fragments of read books, and Whisper ends many of them with a comma, "
+              "so they meet the trailing-off wait more often than callers would. 'Turns over "
+              "budget' judges only calls whose IVR turns match the recording's utterances one "
+              "to one (the IVR may join two close utterances into one turn).", "",
+              "Reading it: up to C=4 in one process the median stays about 650-720 ms at the "
+              "caller; C=6 and 8 put two processes (8 ASR and TTS users) on two cores and turns "
+              "start to queue behind each other's ASR. The two media configurations differ by "
+              "less than the run-to-run noise here: on loopback the transport is small (a "
+              "pjsua2-to-pjsua2 echo measured 60 ms round trip), so the jitter-buffer settings "
+              "matter on real trunks with jitter, not in this bench.", "",
               "![latency per concurrency](sip.png)", ""]
     path_md.write_text("\n".join(lines))
+
+
+def report_only() -> None:
+    """Rewrite the report from bench/results/sip.json (no calls)."""
+    from voice.settings import IvrSettings
+
+    rows = json.loads((RESULTS / "sip.json").read_text())
+    write_report(rows, IvrSettings().budget.total_ms, RESULTS / "sip.md", RESULTS / "sip.png")
 
 
 def main() -> int:
@@ -215,17 +266,24 @@ def main() -> int:
     parser.add_argument("--levels", default="1,2,3,4,6,8")
     parser.add_argument("--calls-per-level", type=int, default=2)
     parser.add_argument("--configs", default="ours,pjsip-defaults")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report from bench/results/sip.json")
     args = parser.parse_args()
+    if args.report_only:
+        report_only()
+        return 0
     from voice.settings import IvrSettings
 
     manifest = json.loads((CALLS / "calls.json").read_text())
     levels = [int(x) for x in args.levels.split(",")]
     rows = []
+    budget_ms = IvrSettings().budget.total_ms
     for name in args.configs.split(","):
-        rows += run_config(name, CONFIGS[name], levels, args.calls_per_level, manifest)
+        rows += run_config(name, CONFIGS[name], levels, args.calls_per_level, manifest,
+                           budget_ms)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sip.json").write_text(json.dumps(rows, indent=1))
-    write_report(rows, IvrSettings().budget.total_ms, RESULTS / "sip.md", RESULTS / "sip.png")
+    write_report(rows, budget_ms, RESULTS / "sip.md", RESULTS / "sip.png")
     print(f"wrote {RESULTS / 'sip.md'}")
     return 0
 

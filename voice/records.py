@@ -118,6 +118,7 @@ class TurnRecord:
             "full_reply_text": self.reply_text,
             "speech_start_s": round(self.speech_start_s, 3),
             "speech_end_s": round(self.speech_end_s, 3),
+            **({"budgeted_wait_ms": round(self.extra_wait_ms, 1)} if self.extra_wait_ms else {}),
             **({"asr_dropped": self.asr_dropped} if self.asr_dropped else {}),
             **({"forced_turn_end": True} if self.forced else {}),
         }
