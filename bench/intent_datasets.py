@@ -30,7 +30,6 @@ import re
 import subprocess
 import sys
 import tarfile
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -10,8 +10,10 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import (ForeignKey, Integer, String, create_engine, event, func, select)
+from sqlalchemy import ForeignKey, Integer, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from handoff.db import open_engine
 
 DEMO_PHONE = "+15550000001"
 DEMO_ACCOUNT = "90000001"
@@ -141,14 +143,7 @@ class CrmStore:
     """A thin, typed facade over the tables; each call is one short transaction."""
 
     def __init__(self, url: str = "sqlite:///var/crm.sqlite") -> None:
-        self.engine = create_engine(url)
-        if url.startswith("sqlite"):
-            @event.listens_for(self.engine, "connect")
-            def _wal(connection, _record) -> None:  # readers never block the writer
-                cursor = connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
+        self.engine = open_engine(url)
         Base.metadata.create_all(self.engine)
 
     def customer_by_phone(self, phone: str) -> Customer | None:

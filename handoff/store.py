@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import (JSON, Boolean, ForeignKey, Integer, String, Text, create_engine, event,
-                        select)
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from handoff.db import open_engine
 from handoff.package import HandoffPackage, TransferOutcome, now_iso, validated_dict
 
 OUTCOMES: tuple[str, ...] = TransferOutcome.__args__  # type: ignore[attr-defined]
@@ -73,14 +73,7 @@ class HandoffStore:
                  spool_dir: Path | str = "var/handoff-spool") -> None:
         self.url = url
         self.spool_dir = Path(spool_dir)
-        self.engine = create_engine(url)
-        if url.startswith("sqlite"):
-            @event.listens_for(self.engine, "connect")
-            def _wal(connection, _record) -> None:  # the desktop reads while calls write
-                cursor = connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
+        self.engine = open_engine(url)  # WAL: the desktop reads while calls write
         try:
             _Base.metadata.create_all(self.engine)
         except SQLAlchemyError as error:  # writes will spool until the database comes back

@@ -109,7 +109,9 @@ class WebhookPusher:
             except httpx.TransportError as failure:  # refused, reset, timed out
                 status, error, retry = None, f"{type(failure).__name__}: {failure}", True
             delivered = error is None
-            self._record(handoff_id, url, attempt, status, error, delivered)
+            # SQLite waits on the disk: off the event loop, which carries the calls' audio.
+            await asyncio.to_thread(self._record, handoff_id, url, attempt, status, error,
+                                    delivered)
             if delivered:
                 return DeliveryResult(url, True, attempt, status, None)
             if not retry or attempt == self.attempts:

@@ -68,10 +68,18 @@ class IntentClassifier:
         self.lexical: TfidfVectorizer | None = None
         self.labels: list[str] = []
         self._warned_no_texts = False
+        self._encoded = False  # the encoder has run once in this process (for warm_up)
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        self._encoded = True
         return np.asarray(self.embedder.encode(texts, batch_size=64, normalize_embeddings=True,
                                                convert_to_numpy=True, show_progress_bar=False))
+
+    def warm_up(self) -> None:
+        """Run the encoder once if it never has: its first encoding is several times slower.
+        A classifier fitted on texts is already warm, so per-call callers pay nothing."""
+        if not self._encoded:
+            self.embed(["warm up"])
 
     def fit(self, texts: list[str], labels: list[str]) -> IntentClassifier:
         if len(texts) != len(labels) or not texts:

@@ -28,6 +28,26 @@ def settings():
     return IvrSettings()
 
 
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory):
+    """A seeded CRM (200 customers and the demo caller) in a file of the module's own."""
+    from handoff.crm import CrmStore, seed
+
+    store = CrmStore(f"sqlite:///{tmp_path_factory.mktemp('crm')}/crm.sqlite")
+    seed(store, customers=200)
+    return store
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """The intent classifier trained on the shipped menu, with the real MiniLM encoder."""
+    from intents.classifier import IntentClassifier
+    from intents.config import load_menu
+    from models.registry import shared_registry
+
+    return IntentClassifier(shared_registry().embedder()).fit(*load_menu().training_data())
+
+
 @pytest.fixture(scope="session")
 def engines(settings):
     from voice.engines import shared_engines

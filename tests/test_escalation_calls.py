@@ -5,28 +5,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-from handoff.crm import DEMO_PHONE, CrmStore, seed
+from handoff.crm import DEMO_PHONE, CrmStore
 from handoff.escalation import EscalationConfig, EscalationPolicy, EscalationThresholds
 from handoff.package import build_package
-from intents.classifier import IntentClassifier
 from intents.config import load_menu
 from models.registry import shared_registry
 from voice.turn_manager import TurnManager
 from voice.turns import CallerTurn, CallInfo
-
-
-@pytest.fixture(scope="module")
-def crm(tmp_path_factory) -> CrmStore:
-    store = CrmStore(f"sqlite:///{tmp_path_factory.mktemp('crm')}/crm.sqlite")
-    seed(store, customers=200)
-    return store
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return IntentClassifier(shared_registry().embedder()).fit(*load_menu().training_data())
 
 
 def manager(crm, classifier, config: EscalationConfig | None = None) -> TurnManager:

@@ -7,7 +7,6 @@ import re
 import pytest
 
 from handoff.crm import DEMO_ORDER, DEMO_PHONE, CrmStore, Customer, seed
-from intents.classifier import IntentClassifier
 from intents.config import load_menu
 from models.registry import shared_registry
 from voice.simulate import simulate_call
@@ -16,18 +15,6 @@ from voice.turn_manager import TurnManager
 from voice.turns import CallerTurn, CallInfo, Expect
 
 from conftest import CALLS
-
-
-@pytest.fixture(scope="module")
-def crm(tmp_path_factory) -> CrmStore:
-    store = CrmStore(f"sqlite:///{tmp_path_factory.mktemp('crm')}/crm.sqlite")
-    seed(store, customers=200)
-    return store
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return IntentClassifier(shared_registry().embedder()).fit(*load_menu().training_data())
 
 
 def manager(crm, classifier) -> TurnManager:
@@ -123,7 +110,7 @@ def synthetic_caller(lines: list[tuple[str, float]]):
     import numpy as np
     from piper import SynthesisConfig
 
-    from voice.audio import AudioChunk, resample, telephone_channel
+    from voice.audio import AudioChunk, telephone_channel
 
     voice = shared_registry().piper_voice()
     still = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)

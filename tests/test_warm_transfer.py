@@ -37,7 +37,7 @@ def spoken(lines: list[tuple[str, float]], path: Path) -> Path:
 
 def heard(recording: Path, start_s: float, end_s: float, channel: int = 1) -> str:
     """What Whisper hears in ``channel`` of a peer's stereo recording (1: what it received)."""
-    from voice.audio import read_audio, resample
+    from voice.audio import resample
     from voice.engines import shared_engines
     from voice.settings import IvrSettings
 

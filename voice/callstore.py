@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, create_engine, event, select
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from handoff.db import open_engine
 
 
 class Base(DeclarativeBase):
@@ -74,16 +76,7 @@ class CallStore:
     code (``asyncio.to_thread``): SQLite writes wait on the disk."""
 
     def __init__(self, url: str, spool_dir: str | Path = "var/spool") -> None:
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        if url.startswith("sqlite"):
-            @event.listens_for(self.engine, "connect")
-            def _wal(connection, _record) -> None:
-                cursor = connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA busy_timeout=5000")
-                cursor.close()
+        self.engine = open_engine(url)
         Base.metadata.create_all(self.engine)
         self.spool_dir = Path(spool_dir)
 

@@ -33,21 +33,6 @@ def _quiet_logs(verbose: bool) -> None:
     logger.add(sys.stderr, level="DEBUG" if verbose else "WARNING")
 
 
-def build_turn_manager(settings):
-    """The intent-driven turn manager over the configured menu and CRM."""
-    from voice.handlers import HandlerFactory
-
-    settings = settings.model_copy(update={"call": settings.call.model_copy(
-        update={"handler": "manager"})})
-    return HandlerFactory(settings).new()
-
-
-def _ensure_sqlite_dir(url: str) -> None:
-    from voice.handlers import ensure_sqlite_dir
-
-    ensure_sqlite_dir(url)
-
-
 @contextlib.contextmanager
 def turn_handler(settings):
     """The configured turn handler; 'llm' starts the embedded server unless a URL is given."""
@@ -135,7 +120,6 @@ def cmd_crm_seed(args: argparse.Namespace) -> int:
     from handoff.crm import CrmStore, seed
 
     settings = _settings(args)
-    _ensure_sqlite_dir(settings.call.crm_url)
     store = CrmStore(settings.call.crm_url)
     try:
         seed(store, customers=args.customers)

@@ -6,15 +6,8 @@ each call gets its own handler (its own conversation state) over them.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from voice.settings import IvrSettings
 from voice.turns import EchoTurnHandler, LlmTurnHandler, TurnHandler
-
-
-def ensure_sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 class HandlerFactory:
@@ -40,6 +33,7 @@ class HandlerFactory:
         from handoff.crm import CrmStore
         from intents.classifier import IntentClassifier
         from intents.config import load_menu
+        from intents.llm_fallback import LlmFallback
         from models.registry import shared_registry
 
         settings = self.settings
@@ -47,12 +41,14 @@ class HandlerFactory:
                 and not settings.models.llm_url:
             raise SystemExit("call.llm_phrasing and call.llm_answers need models.llm_url "
                              "(an OpenAI-compatible URL)")
-        ensure_sqlite_dir(settings.call.crm_url)
         menu = load_menu(settings.call.menu)
         embedder = shared_registry(settings.models).embedder()
         classifier = IntentClassifier(embedder).fit(*menu.training_data())
+        # One client for every call, and a menu that asks for it without an LLM URL fails here,
+        # at start-up, rather than on the first call.
+        fallback = LlmFallback.from_menu(menu, self._llm_url)
         return {"menu": menu, "classifier": classifier, "crm": CrmStore(settings.call.crm_url),
-                "embedder": embedder}
+                "embedder": embedder, "fallback": fallback}
 
     def new(self) -> TurnHandler:
         settings = self.settings
@@ -77,16 +73,20 @@ class HandlerFactory:
                                          api_key="not-needed"), Tools(parts["crm"]))
         from handoff.escalation import EscalationPolicy
 
-        from intents.llm_fallback import LlmFallback
-
         return TurnManager(parts["menu"], parts["classifier"], parts["crm"], parts["embedder"],
                            phraser, agent,
                            escalation=EscalationPolicy(settings.handoff.escalation),
-                           fallback=LlmFallback.from_menu(parts["menu"], self._llm_url))
+                           fallback=parts["fallback"])
 
     @property
     def crm(self):
         return self._manager_parts["crm"] if self._manager_parts else None
+
+    async def aclose(self) -> None:
+        fallback = (self._manager_parts or {}).get("fallback")
+        if fallback is not None:
+            await fallback.aclose()
+        self.close()
 
     def close(self) -> None:
         if self._server is not None:

@@ -54,6 +54,7 @@ class IvrServer:
         self.hub = None  # DesktopHub
         self.pusher = None  # WebhookPusher
         self.transfers: TransferService | None = None
+        self._call_tasks: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class IvrServer:
         if self.hub is not None:
             await self.hub.aclose()
         if self.factory is not None:
-            self.factory.close()
+            await self.factory.aclose()
         logger.info("ivr serve: stopped")
         return 0
 
@@ -136,10 +137,7 @@ class IvrServer:
         from handoff.store import HandoffStore
         from handoff.webhooks import WebhookPusher
 
-        from voice.handlers import ensure_sqlite_dir
-
         cfg = self.settings.handoff
-        ensure_sqlite_dir(cfg.db_url)
         self.handoffs = HandoffStore(cfg.db_url, cfg.spool_dir)
         tokens = desktop_tokens([t.get_secret_value() for t in cfg.desktop_tokens])
         self.routers.append(handoff_router(self.handoffs,
@@ -163,11 +161,8 @@ class IvrServer:
                                              summarizer=summarizer)
 
     def _warm(self) -> None:
-        engines = shared_engines(self.settings)
+        shared_engines(self.settings)  # ASR, TTS and VAD loaded once, before the first call
         self.factory = HandlerFactory(self.settings)
-        engines.voice  # noqa: B018 -- loaded by the constructor; named for clarity
-        handler = self.factory.new()
-        del handler
 
     # -- calls -------------------------------------------------------------------------------------
 
@@ -183,6 +178,8 @@ class IvrServer:
         self.calls[call.call_id] = call
         self.metrics.calls_active.inc()
         task = asyncio.create_task(call.run(), name=f"call-{call.call_id}")
+        self._call_tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._call_tasks.discard)
         task.add_done_callback(lambda _t: self._ended(call))
 
     def _ended(self, call: InboundCall) -> None:

@@ -103,8 +103,7 @@ class CallSession:
     def pull_audio(self) -> bytes:
         """One frame of reply audio for the transport (silence when we say nothing)."""
         pcm, events = self.playout.pull()
-        for event in events:
-            self._on_playout(event)
+        self._on_playout_events(events)
         return pcm
 
     def pull_audio_threadsafe(self) -> bytes:

@@ -100,7 +100,7 @@ class TurnManager:
         self._routed: tuple[str, str] | None = None  # (queue, reason) the flow chose this turn
         self._started = time.monotonic()
         self._turn = 0
-        classifier.embed(["warm up"])  # the first encoding is several times slower
+        classifier.warm_up()  # the first encoding is several times slower
 
     # -- TurnHandler -------------------------------------------------------------------------------
 

@@ -70,13 +70,11 @@ class CallLeg:
 
     _ids = itertools.count(1)
 
-    def __init__(self, engine: SipEngine, direction: str, invite: InviteInfo | None,
-                 remote_uri: str | None = None) -> None:
+    def __init__(self, engine: SipEngine, direction: str, invite: InviteInfo | None) -> None:
         self.engine = engine
         self.leg_id = next(self._ids)
         self.direction = direction
         self.invite = invite
-        self.remote_uri = remote_uri
         self.events: asyncio.Queue[LegEvent] = asyncio.Queue()
         self.port: BridgePort | None = None
         self.codec: str | None = None
@@ -112,9 +110,6 @@ class CallLeg:
     async def refer_replaces(self, other: CallLeg) -> None:
         """Ask this leg's far end to replace us with ``other``'s far end (REFER + Replaces)."""
         await self.engine.run(self._xfer_replaces, other)
-
-    async def send_dtmf(self, digits: str) -> None:
-        await self.engine.run(lambda: self.pj_call and self.pj_call.dialDtmf(digits))
 
     # -- engine thread bodies ----------------------------------------------------------------------------
 
@@ -253,12 +248,10 @@ class SipEngine:
         # Admission is decided on this thread, where INVITEs arrive one at a time, so that two
         # INVITEs in one burst cannot both take the last free place.
         self.draining = False  # set on shutdown: new INVITEs get 503
-        self.registered = asyncio.Event()
         self.registration: dict[str, Any] = {"state": "none" if not settings.registrar else
                                              "pending"}
         self.bound: dict[str, int] = {}  # transport -> port actually bound
         self.bridged: dict[int, int] = {}  # leg id -> leg id its audio is bridged to
-        self.refused: dict[str, int] = {}  # reason -> count
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -305,7 +298,7 @@ class SipEngine:
     # -- outbound --------------------------------------------------------------------------------------
 
     async def dial(self, uri: str, headers: dict[str, str] | None = None) -> CallLeg:
-        leg = CallLeg(self, "outbound", None, remote_uri=uri)
+        leg = CallLeg(self, "outbound", None)
 
         def make() -> None:
             if len(self._legs) >= CALL_SLOTS:
@@ -483,7 +476,6 @@ class SipEngine:
         if refusal is not None:
             code, why, headers = refusal
             logger.info(f"sip: refused INVITE {invite.sip_call_id} from {source}: {code} {why}")
-            self.refused[why] = self.refused.get(why, 0) + 1
             op = pj.CallOpParam()
             op.statusCode = code
             op.reason = why
@@ -521,11 +513,7 @@ class SipEngine:
                  "code": code, "reason": reason, "expires": expires}
         logger.info(f"sip: registration {state}")
 
-        def update() -> None:
-            self.registration = state
-            if state["state"] == "registered":
-                self.registered.set()
-        self.call_soon(update)
+        self.call_soon(lambda: setattr(self, "registration", state))
 
     def _retire(self, leg: CallLeg) -> None:
         self._retired.append(leg)

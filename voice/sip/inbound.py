@@ -44,8 +44,7 @@ class InboundCall:
         self.shutdown = shutdown
         self.transfer = transfer  # run when the flow routes the caller to a human
         self.on_finished = on_finished  # after-call work, before the record is final
-        self.transferring = False
-        self.listening = True  # caller audio goes to the pipeline (not while on hold)
+        self.transferring = False  # on hold or with an agent: the caller is not listened to
         invite = leg.invite
         self.record = CallRecord(
             id=uuid.uuid4().hex[:16], started_at=time.time(),
@@ -58,7 +57,7 @@ class InboundCall:
                      "handler": settings.call.handler})
         self.session: CallSession | None = None
         self.end_reason: str | None = None  # set by whoever ends the call from our side
-        self.dtmf: list[dict] = []
+        self.dtmf_methods: list[str] = []  # how each key arrived (never which key)
         self.hold_events = 0
         self._writes: set[asyncio.Task] = set()
         self.on_turn_hooks: list[Callable[[dict], None]] = []  # metrics, live views
@@ -119,12 +118,10 @@ class InboundCall:
     def hold(self, player: Callable[[], bytes | None]) -> None:
         """The caller hears ``player`` (hold music) and is not listened to."""
         self.transferring = True
-        self.listening = False
         self.leg.port.source = player
 
     def unhold(self) -> None:
         self.transferring = False
-        self.listening = True
         self._last_activity = time.monotonic()
         self.leg.port.source = self.session.pull_audio_threadsafe
 
@@ -161,7 +158,7 @@ class InboundCall:
         port, session = self.leg.port, self.session
         while True:
             frames = await port.receive()
-            if not self.listening:
+            if self.transferring:
                 continue  # on hold: the caller's line noise must not become turns
             for pcm in frames:
                 await session.push_audio(pcm)
@@ -179,8 +176,7 @@ class InboundCall:
             event: LegEvent = await self.leg.events.get()
             if event.kind == LegEventKind.DTMF:
                 self._last_activity = time.monotonic()
-                self.dtmf.append({"digit": event.digit, "method": event.method,
-                                  "at": round(event.at - self.record.started_at, 3)})
+                self.dtmf_methods.append(event.method)
                 logger.info(f"call {self.call_id}: DTMF ({event.method})")  # never the digit
                 try:
                     button = KeypadEntry(event.digit)
@@ -202,28 +198,27 @@ class InboundCall:
         """Duration and silence limits: a polite goodbye, then BYE once it has been played."""
         sip = self.settings.sip
         answered = time.monotonic()
-        said_goodbye = False
-        hang_up_at = float("inf")
+        hang_up_at: float | None = None  # set once a goodbye has been said
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             session = self.session
             if session.bot_speaking or session.listen.segmenter.in_turn \
-                    or session.replies_in_flight or self.transferring:
+                    or session.replies_in_flight:
                 self._last_activity = now
-            if said_goodbye:
+            if hang_up_at is not None:
                 if now > hang_up_at:  # the goodbye was talked over or never ended: end anyway
                     session.hangup_requested.set()
                 continue
             if self.transferring:
                 continue  # on hold or with an agent: the IVR's limits no longer apply
             if now - answered > sip.max_call_s:
-                self.end_reason, said_goodbye = "max-duration", True
+                self.end_reason = "max-duration"
                 hang_up_at = now + GOODBYE_GRACE_S
                 logger.info(f"call {self.call_id}: duration limit reached")
                 await session.say(sip.goodbye_max_duration, end_call=True)
             elif now - self._last_activity > sip.max_silence_s:
-                self.end_reason, said_goodbye = "silence-timeout", True
+                self.end_reason = "silence-timeout"
                 hang_up_at = now + GOODBYE_GRACE_S
                 logger.info(f"call {self.call_id}: caller silent, saying goodbye")
                 await session.say(sip.goodbye_silence, end_call=True)
@@ -252,8 +247,8 @@ class InboundCall:
             await self.handler.end_call(reason)
         self.record.ended_at = time.time()
         self.record.context.update({
-            "dtmf_events": len(self.dtmf), "hold_events": self.hold_events,
-            "dtmf_methods": sorted({d["method"] for d in self.dtmf}),
+            "dtmf_events": len(self.dtmf_methods), "hold_events": self.hold_events,
+            "dtmf_methods": sorted(set(self.dtmf_methods)),
             "frames": self.leg.port.stats() if self.leg.port else {},
             "sip_end_code": self.leg.end_code, "sip_end_reason": self.leg.end_reason})
         if self.on_finished is not None:

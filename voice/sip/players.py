@@ -6,11 +6,13 @@ slices a precomputed buffer.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
 
 
+@functools.cache  # the same few seconds for every transfer at a rate
 def hold_music(rate: int, seconds: float = 8.0) -> bytes:
     """A quiet, slow arpeggio (synthesized: no licence, no file): tells the caller the line is
     alive without being mistaken for speech by the agent or by a VAD."""

@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -72,17 +72,13 @@ class InterceptingHandler:
     def __init__(self, inner: TurnHandler) -> None:
         self.inner = inner
         self.intercept: Callable[[str], Awaitable[Reply | None]] | None = None
-        self.greeting: str | None = None  # for the transcript of the handoff
 
     @property
     def state(self):
         return getattr(self.inner, "state", None)
 
     async def start_call(self, call: CallInfo) -> Reply | None:
-        reply = await self.inner.start_call(call)
-        if reply is not None and reply.text:
-            self.greeting = reply.text
-        return reply
+        return await self.inner.start_call(call)
 
     async def handle_turn(self, turn: CallerTurn) -> Reply | None:
         if self.intercept is not None:
@@ -137,7 +133,7 @@ class WarmTransfer:
         self.outcome = "pending"
         self.agent_leg: CallLeg | None = None
         self.next_agent = 0
-        self.callback_id: int | None = None
+        self._tasks: set[asyncio.Task] = set()  # background work of this transfer, kept alive
 
     # -- the transfer ------------------------------------------------------------------------------
 
@@ -172,7 +168,7 @@ class WarmTransfer:
         if svc.hub is not None:
             await svc.hub.publish(data)
         if svc.pusher is not None and svc.pusher.urls:
-            svc.pusher.push_in_background(data)
+            self._keep(svc.pusher.push_in_background(data))
 
     async def _try_agents(self) -> None:
         call, svc = self.call, self.service
@@ -244,20 +240,23 @@ class WarmTransfer:
             return "rejected"  # the agent hung up during the briefing
         await asyncio.sleep(0.3)  # the agent's jitter buffer plays the briefing's tail
         leg.port.source = None
-        if svc.settings.transfer_mode == "refer" and await self._refer(leg):
-            call.end_reason = "transferred"
-            await self._set_outcome("connected", uri, "connected")
-            logger.info(f"call {call.call_id}: caller and agent {uri} joined by REFER; "
-                        "the IVR has left the media path")
-            await call.leg.hangup()  # RFC 5589: the transferor ends its dialog
-            return "connected"
-        await svc.engine.bridge(call.leg, leg)
+        referred = svc.settings.transfer_mode == "refer" and await self._refer(leg)
+        if not referred:
+            await svc.engine.bridge(call.leg, leg)
         call.end_reason = "transferred"
         await self._set_outcome("connected", uri, "connected")
         logger.info(f"call {call.call_id}: connected to agent {uri} "
-                    f"({svc.settings.transfer_mode})")
-        asyncio.create_task(self._follow(leg), name=f"call-{call.call_id}-agent")
+                    f"({'REFER: the IVR has left the media path' if referred else 'bridged'})")
+        if referred:
+            await call.leg.hangup()  # RFC 5589: the transferor ends its dialog
+        else:
+            self._keep(asyncio.create_task(self._follow(leg), name=f"call-{call.call_id}-agent"))
         return "connected"
+
+    def _keep(self, task: asyncio.Task) -> None:
+        """The event loop holds tasks weakly: keep a reference until each is done."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _refer(self, leg: CallLeg, timeout_s: float = 10.0) -> bool:
         """REFER with Replaces to the caller's side; True once it reports success (2xx).
@@ -310,11 +309,11 @@ class WarmTransfer:
             call.handler.intercept = None
             number = call.record.caller_number
             if not number:
-                asyncio.create_task(self._retry(), name=f"call-{call.call_id}-retry")
+                self._keep(asyncio.create_task(self._retry(), name=f"call-{call.call_id}-retry"))
                 return Reply(text=NO_CALLER_ID)
             state = call.handler.state
             try:
-                self.callback_id = await asyncio.to_thread(
+                await asyncio.to_thread(
                     svc.crm.schedule_callback, number, "next business hours",
                     getattr(state, "customer_id", None))
             except Exception as error:
@@ -326,7 +325,7 @@ class WarmTransfer:
             call.handler.intercept = None
             if self.next_agent >= len(svc.settings.agent_uris):
                 self.next_agent = 0  # start the queue again
-            asyncio.create_task(self._retry(), name=f"call-{call.call_id}-retry")
+            self._keep(asyncio.create_task(self._retry(), name=f"call-{call.call_id}-retry"))
             return Reply(text="Of course. Please hold while I try again.")
         return Reply(text="Sorry, would you like a callback, or to keep waiting? Press 1 for a "
                           "callback or 2 to keep waiting.")
@@ -380,30 +379,8 @@ class WarmTransfer:
         call.record.context["transfer_outcome"] = self.outcome
 
     def _transcript(self) -> list[TranscriptLine]:
-        """The turn manager's own transcript (redacted, timestamped) when it keeps one, else
-        one rebuilt from the turn records."""
-        call = self.call
-        kept = getattr(getattr(call.handler, "inner", call.handler), "transcript", None)
-        if kept:
-            return list(kept)
-        base = call.record.answered_at or call.record.started_at
-        lines: list[TranscriptLine] = []
-        greeting = getattr(call.handler, "greeting", None)
-        if greeting:
-            lines.append(TranscriptLine(turn=0, speaker="ivr", text=greeting, at=_iso(base)))
-        for index in sorted(call.session.turns):
-            record = call.session.turns[index]
-            if record.caller_text:
-                lines.append(TranscriptLine(turn=index, speaker="caller",
-                                            text=record.caller_text,
-                                            at=_iso(base + record.speech_start_s)))
-            reply = record.reply_text
-            if record.reply_interrupted:
-                reply = f"{record.reply_heard} [interrupted]".strip()
-            if reply:
-                lines.append(TranscriptLine(turn=index, speaker="ivr", text=reply,
-                                            at=_iso(base + record.speech_end_s)))
-        return lines
+        """The turn manager's transcript (redacted, timestamped): only it routes to humans."""
+        return list(self.call.handler.inner.transcript)
 
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:
@@ -411,8 +388,3 @@ class WarmTransfer:
             await asyncio.wait_for(event.wait(), seconds)
         except (TimeoutError, asyncio.TimeoutError):
             pass
-
-
-def transfer_summary(service: TransferService) -> dict[str, Any]:
-    return {"active": len(service.transfers), "agents": service.settings.agent_uris,
-            "mode": service.settings.transfer_mode}
