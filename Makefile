@@ -51,6 +51,7 @@ test-fast: setup
 bench: setup
 	$(PY) bench/latency.py
 	$(PY) bench/sip_bench.py
+	$(PY) bench/sip_transport.py
 
 clean:
 	rm -rf $(VENV) out

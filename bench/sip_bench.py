@@ -246,7 +246,8 @@ def write_report(rows: list[dict], budget_ms: float, path_md: Path, path_png: Pa
               "caller; C=6 and 8 put two processes (8 ASR and TTS users) on two cores and turns "
               "start to queue behind each other's ASR. The two media configurations differ by "
               "less than the run-to-run noise here: on loopback the transport is small (a "
-              "pjsua2-to-pjsua2 echo measured 60 ms round trip), so the jitter-buffer settings "
+              "pjsua2-to-pjsua2 echo measured 60 ms round trip, bench/sip_transport.py), so the "
+              "jitter-buffer settings "
               "matter on real trunks with jitter, not in this bench.", "",
               "![latency per concurrency](sip.png)", ""]
     path_md.write_text("\n".join(lines))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.sip import scenarios as sc
-from tests.sip.harness import SIPP, IvrProcess, peer_result, run_peer, run_sipp
+from tests.sip.harness import SIPP, IvrProcess, run_peer, run_sipp
 from tests.sip.rtp_pcap import write_rtp_pcap
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
@@ -170,3 +170,51 @@ def test_a_reinvite_puts_the_ivr_on_hold_and_back(ivr, workdir):
     assert done.returncode == 0, done.stdout + done.stderr
     call = ivr.wait_call(lambda c: c["caller_number"] == "+15550000444")
     assert call["context"]["hold_events"] >= 1 and call["end_reason"] == "caller-hangup"
+
+
+def test_malformed_sip_gets_an_error_or_is_dropped_and_the_ivr_keeps_serving(ivr, workdir):
+    """Garbage datagrams, a request with no Call-ID, and an INVITE with an SDP body that is not
+    SDP: none starts a call or stops the listener; a well-formed OPTIONS is still answered."""
+    import socket
+
+    def exchange(data: bytes, wait_s: float = 2.0) -> str:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(wait_s)
+            sock.sendto(data, ("127.0.0.1", ivr.sip_port))
+            try:
+                return sock.recv(4096).decode(errors="replace")
+            except TimeoutError:
+                return ""
+
+    assert exchange(bytes(range(256)) * 4, wait_s=0.5) == ""  # not SIP: silently dropped
+    no_call_id = ("INVITE sip:+18005550100@127.0.0.1 SIP/2.0\r\n"
+                  "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbad1\r\n"
+                  "From: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:+18005550100@127.0.0.1>\r\n"
+                  "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    exchange(no_call_id.encode(), wait_s=0.5)  # PJSIP cannot even answer this: dropped
+    bad_sdp_body = "this is not SDP\r\n"
+    bad_sdp = ("INVITE sip:+18005550100@127.0.0.1 SIP/2.0\r\n"
+               "Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbad2;rport\r\n"
+               "From: <sip:+15550000555@127.0.0.1>;tag=2\r\nTo: <sip:+18005550100@127.0.0.1>\r\n"
+               "Call-ID: malformed-sdp-1\r\nCSeq: 1 INVITE\r\n"
+               "Contact: <sip:+15550000555@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n"
+               "Content-Type: application/sdp\r\n"
+               f"Content-Length: {len(bad_sdp_body)}\r\n\r\n{bad_sdp_body}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(3.0)
+        port = sock.getsockname()[1]
+        sock.sendto(bad_sdp.format(port=port).encode(), ("127.0.0.1", ivr.sip_port))
+        answers = []
+        try:
+            while True:
+                answers.append(sock.recv(4096).decode(errors="replace").split("\r\n")[0])
+        except TimeoutError:
+            pass
+    final = [a for a in answers if a.startswith("SIP/2.0 ") and not a.startswith("SIP/2.0 1")]
+    assert final and final[0].split()[1] in ("400", "488"), answers
+    assert ivr.get("/healthz")["calls_active"] == 0
+    done = run_sipp(sc.scenario("options-after-garbage", sc.OPTIONS), ivr.address, workdir,
+                    name="options2")
+    assert done.returncode == 0, done.stdout + done.stderr
