@@ -9,8 +9,9 @@ STAMP  := $(VENV)/.installed
 # than one token. The wheel is kept outside the checkout so a second clone does not rebuild it.
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
 WHEELS := $(HOME)/.cache/voice-ivr/wheels
-# sipp (sip-tester) places test calls; chromium drives the agent desktop test headless.
-APT_PACKAGES := sip-tester chromium chromium-driver
+# sipp (sip-tester) places test calls; chromium drives the agent desktop test headless;
+# espeak-ng speaks the card numbers of the PCI test (a second voice beside Piper).
+APT_PACKAGES := sip-tester chromium chromium-driver espeak-ng
 
 .PHONY: setup demo test test-fast bench system-deps clean
 
