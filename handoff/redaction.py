@@ -15,7 +15,14 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from intents.entities import digit_runs, mask_card_numbers, replace_runs
+from intents.entities import (
+    CARD_MIN_DIGITS,
+    card_last_four,
+    card_marker,
+    digit_runs,
+    mask_card_numbers,
+    replace_runs,
+)
 
 
 class Secret(StrEnum):
@@ -25,13 +32,26 @@ class Secret(StrEnum):
     SSN = "ssn"
     PASSWORD = "password"
     SECURITY_ANSWER = "security answer"
+    EXPIRY = "expiry"
 
 
 # Slot names a flow may collect that hold a secret; their values never reach the state.
 SECRET_SLOTS: dict[str, Secret] = {
     "card_number": Secret.CARD, "cvv": Secret.CVV, "pin": Secret.PIN, "ssn": Secret.SSN,
     "password": Secret.PASSWORD, "security_answer": Secret.SECURITY_ANSWER,
+    "card_expiry": Secret.EXPIRY,
 }
+# Secrets the flow takes only by keypad: while one is asked for, the caller's speech is not
+# transcribed at all (PCI DSS: card numbers out of ASR, transcripts and logs).
+KEYPAD_ONLY: frozenset[Secret] = frozenset({Secret.CARD})
+# The key of a reply's metadata that names the secret slot the flow now collects; a turn
+# handler sets it, the voice pipeline pauses ASR while it names a keypad-only slot.
+SECRET_SLOT_KEY = "secret_slot"
+
+
+def keypad_only(slot: str | None) -> bool:
+    """Whether the flow slot ``slot`` is a secret taken by keypad with ASR paused."""
+    return slot is not None and SECRET_SLOTS.get(slot) in KEYPAD_ONLY
 
 # How far before a digit run a keyword still names it (about six spoken words).
 _KEYWORD_WINDOW = 40
@@ -45,23 +65,31 @@ _SSN_WRITTEN = re.compile(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b")
 _PHRASE = re.compile(r"\b(password|passphrase|pass phrase|passcode|security answer|"
                      r"memorable word|mother'?s maiden name)(\s+(?:is|was|it's|would be)\b)?"
                      r"\s*:?\s*([^.,;!?]+)", re.I)
-_LONG_RUN = 13  # the shortest card number; the final scan removes any run this long
+_LONG_RUN = CARD_MIN_DIGITS  # the shortest card number; the final scan removes any run this long
+_NUMBER_WORD = (r"(?:\d{1,4}|zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|"
+                r"twelve|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)\b")
+# A card's expiry date after its keyword, in figures or words: "expiry 12/27", "it expires
+# twelve twenty seven", "valid thru 1227".
+_EXPIRY = re.compile(r"\b(expiry|expiration|expires|exp|valid (?:until|thru|through))"
+                     r"((?:\s+(?:date|is|was|on|in|it's))*)\s*:?\s*"
+                     rf"({_NUMBER_WORD}(?:[\s/.,-]+{_NUMBER_WORD})*)", re.I)
 
 
 def _marker(secret: Secret, digits: str = "") -> str:
     if secret == Secret.CARD:
-        return f"[card ending {digits[-4:]}]"
+        return card_marker(card_last_four(digits))
     return f"[{secret} redacted]"
 
 
 def redact(text: str, *, asked_for: Secret | None = None) -> str:
     """``text`` with every secret replaced by a marker; ``asked_for`` is the secret the flow
     had just asked for, if any (then the caller's whole answer is that secret)."""
-    if asked_for in (Secret.PASSWORD, Secret.SECURITY_ANSWER):
+    if asked_for in (Secret.PASSWORD, Secret.SECURITY_ANSWER, Secret.EXPIRY):
         return _marker(asked_for) if text.strip() else text
     if asked_for is not None:  # a number was asked for: every number in the answer is it
         text = replace_runs(text, lambda d: _marker(asked_for, d) if len(d) >= 3 else None)
     text = mask_card_numbers(text)
+    text = _EXPIRY.sub(lambda m: f"{m.group(1)}{m.group(2)} {_marker(Secret.EXPIRY)}", text)
     text = _SSN_WRITTEN.sub(_marker(Secret.SSN), text)
     out, last = [], 0
     for start, end, digits in digit_runs(text):
@@ -88,15 +116,15 @@ def redact_keyed(digits: str, *, asked_for: Secret | None = None) -> str:
 
 
 def _scan_text(text: str) -> str:
-    return replace_runs(text, lambda d: f"[card ending {d[-4:]}]" if len(d) >= _LONG_RUN else None)
+    return mask_card_numbers(text)  # every run of 13 or more digits, whatever it is
 
 
 def scan(value: Any) -> Any:
     """The final scan before a package is written: any string holding a run of 13 or more
-    digits gets it masked to the last four; an integer that long is refused (it can only be a
-    card or account secret that slipped into a structured field)."""
+    digits, in figures or in words, gets it masked to the last four; an integer that long is
+    refused (it can only be a card or account secret that slipped into a structured field)."""
     if isinstance(value, str):
-        return _scan_text(value) if sum(c.isdigit() for c in value) >= _LONG_RUN else value
+        return _scan_text(value)
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):

@@ -21,10 +21,20 @@ _TENS = {"ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, 
          "ninety": 90}
 # Homophones of digits ("to", "for") count only between other digits.
 _AMBIGUOUS = {"to", "too", "for", "o"}
+# Hesitations a caller makes in the middle of a long number; they do not end the number.
+_FILLERS = {"uh", "um", "er", "erm", "ah", "hmm", "mm"}
+# A masked value ("[card ending 1111]", "[pin redacted]", "[keyed ...]") or an ASR annotation
+# ("[BLANK_AUDIO]"): opaque to every parser here, so a masked card is never read as a number.
+MASKED = re.compile(r"\[[^\[\]]*\]")
+
+
+def without_masked(text: str) -> str:
+    """``text`` with each bracketed marker replaced by a word that ends any number around it."""
+    return MASKED.sub(" masked ", text)
 
 
 def _tokens(text: str) -> list[str]:
-    return re.findall(r"[a-z]+|\d+", text.lower().replace("-", " "))
+    return re.findall(r"[a-z]+|\d+", without_masked(text).lower().replace("-", " "))
 
 
 def digit_string(text: str, *, min_digits: int = 1) -> str | None:
@@ -40,6 +50,8 @@ def digit_string(text: str, *, min_digits: int = 1) -> str | None:
             piece = token
         elif token in _REPEAT:
             repeat = _REPEAT[token]
+            continue
+        elif token in _FILLERS and run:
             continue
         elif token in _DIGITS:
             following = tokens[i + 1] if i + 1 < len(tokens) else ""
@@ -108,9 +120,12 @@ def digit_runs(text: str) -> list[tuple[int, int, str]]:
 
     The same reading as ``digit_string`` ("four one one one, 1111" -> "41111111"), with the
     span it covers in ``text`` so that it can be replaced; groups may be separated by spaces,
-    commas, periods or hyphens, as Whisper writes them.
+    commas, periods, hyphens or a hesitation ("uh"), as Whisper writes them. Masked markers
+    are skipped and end a run.
     """
-    tokens = [(m.start(), m.end(), m.group(0).lower()) for m in _TOKEN.finditer(text)]
+    # Same length, so spans still index ``text``; '#' is neither a token nor a light gap.
+    opaque = MASKED.sub(lambda m: "#" * len(m.group(0)), text)
+    tokens = [(m.start(), m.end(), m.group(0).lower()) for m in _TOKEN.finditer(opaque)]
     runs: list[tuple[int, int, str]] = []
     start = end = 0
     digits, repeat = "", 1
@@ -122,11 +137,17 @@ def digit_runs(text: str) -> list[tuple[int, int, str]]:
         digits, repeat = "", 1
 
     for i, (t_start, t_end, token) in enumerate(tokens):
-        if digits and not _LIGHT_GAP.fullmatch(text[end:t_start]):
+        if digits and not _LIGHT_GAP.fullmatch(opaque[end:t_start]):
             close()
         piece = None
         if token.isdigit():
             piece = token
+        elif token in _FILLERS and digits:
+            following = tokens[i + 1][2] if i + 1 < len(tokens) else ""
+            if (following.isdigit() or following in _DIGITS or following in _REPEAT) and \
+                    _LIGHT_GAP.fullmatch(opaque[t_end:tokens[i + 1][0]]):
+                end = t_end  # "4111 uh 1111": one number
+                continue
         elif token in _REPEAT:
             following = tokens[i + 1][2] if i + 1 < len(tokens) else ""
             if following.isdigit() or following in _DIGITS:
@@ -166,10 +187,109 @@ def replace_runs(text: str, replace) -> str:
     return "".join(out) + text[last:]
 
 
+CARD_MIN_DIGITS, CARD_MAX_DIGITS = 13, 19
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) check every payment card number passes."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch)
+        if i % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def card_lengths(digits: str) -> tuple[int, ...]:
+    """The lengths a card number starting with ``digits`` has, likeliest first (by its issuer
+    prefix: Amex 15, Diners 14, Visa 16/13/19, Mastercard 16, Discover/JCB/UnionPay 16-19);
+    empty where the prefix belongs to no card scheme."""
+    if digits[:2] in ("34", "37"):
+        return (15,)
+    if digits[:2] in ("36", "38", "39") or "300" <= digits[:3] <= "305":
+        return (14,)
+    if digits[:1] == "4":
+        return (16, 13, 19)
+    if "51" <= digits[:2] <= "55" or "2221" <= digits[:4] <= "2720":
+        return (16,)
+    if digits[:2] in ("35", "62", "65") or digits[:4] == "6011" or "644" <= digits[:3] <= "649":
+        return (16, 19, 17, 18)
+    return ()
+
+
+def is_complete_card(digits: str) -> bool:
+    """A keyed entry that is a whole card: Luhn-valid at its scheme's usual length. Only the
+    likeliest length counts, so that a 16-digit Visa is not cut at 13 digits by chance (one
+    prefix in ten is Luhn-valid); the rare 13- and 19-digit cards end with '#'."""
+    lengths = card_lengths(digits)
+    return bool(lengths) and len(digits) == lengths[0] and luhn_valid(digits)
+
+
+def find_card(digits: str) -> tuple[int, int] | None:
+    """Where the card number lies in a run of digits, as (start, end), or None.
+
+    Said alone, the run is the card. Said with more digits in the same breath, one 13-19
+    digit stretch of it passes the Luhn check, but so does one stretch in ten by chance, so
+    the likeliest is taken:
+
+    1. a Luhn-valid stretch at its scheme's usual length (Visa, Mastercard, Discover, JCB 16,
+       Amex 15, Diners 14), the earliest (callers give the card, then the expiry);
+    2. else the run itself, if 13-19 digits long (a rarer length, or a digit misheard);
+    3. else any Luhn-valid 13-19 digit stretch, the earliest, 16 digits first.
+    """
+    usual: tuple[int, int] | None = None
+    other: tuple[tuple[int, int], int, int] | None = None
+    for start in range(len(digits) - CARD_MIN_DIGITS + 1):
+        lengths = card_lengths(digits[start:])
+        for length in range(CARD_MIN_DIGITS, min(CARD_MAX_DIGITS, len(digits) - start) + 1):
+            if not luhn_valid(digits[start:start + length]):
+                continue
+            if lengths and length == lengths[0]:
+                if usual is None:
+                    usual = (start, start + length)
+                continue
+            key = (start, 0 if length == 16 else 1)
+            if other is None or key < other[0]:
+                other = (key, start, start + length)
+        if usual is not None:
+            return usual
+    if CARD_MIN_DIGITS <= len(digits) <= CARD_MAX_DIGITS:
+        return 0, len(digits)
+    return None if other is None else (other[1], other[2])
+
+
+def card_marker(last_four: str) -> str:
+    return f"[card ending {last_four}]"
+
+
+def card_last_four(digits: str) -> str:
+    """The last four of the card in ``digits`` (``find_card``), else of ``digits`` itself."""
+    found = find_card(digits)
+    return digits[found[1] - 4:found[1]] if found else digits[-4:]
+
+
+def _mask_run(digits: str) -> str | None:
+    return card_marker(card_last_four(digits)) if len(digits) >= CARD_MIN_DIGITS else None
+
+
 def mask_card_numbers(text: str) -> str:
-    """Card numbers never leave in clear: keep the last four digits of any 13-19 digit run,
-    written ("4111 1111 1111 1234", "4,111,111,111,111,234") or spoken ("four one one one, ...")."""
-    return replace_runs(text, lambda d: f"[card ending {d[-4:]}]" if 13 <= len(d) <= 19 else None)
+    """Card numbers never leave in clear, whichever way Whisper wrote them.
+
+    Every run of 13 or more digits, after reading words and groups as figures ("4111 1111 1111
+    1111", "4,111,111,111,111,111", "four one one one ...", "4 1 1 1, one one one one, ..."),
+    becomes "[card ending NNNN]". NNNN is the last four of the card found in the run
+    (``find_card``: a Luhn-valid card at its usual length, else the run itself), else the
+    run's own last four.
+
+    The whole run goes, not only the card: digits said straight after a card in the same
+    breath are almost always its expiry date or security code ("4111 1111 1111 1111 1227"),
+    which are as sensitive as the number, and a 13+ digit run that is not a card is no value
+    this IVR asks for (order numbers have six digits). Shorter runs stay.
+    """
+    return replace_runs(text, _mask_run)
 
 
 _MONTHS = {m: i for i, m in enumerate(

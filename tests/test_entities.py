@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from intents.entities import YesNo, amount, digit_groups, digit_string, mask_card_numbers, yes_or_no
+from intents.entities import (
+    YesNo,
+    amount,
+    digit_groups,
+    digit_runs,
+    digit_string,
+    find_card,
+    is_complete_card,
+    luhn_valid,
+    mask_card_numbers,
+    yes_or_no,
+)
 
 from conftest import CALLS
 
@@ -46,6 +57,47 @@ def test_card_numbers_are_masked_to_the_last_four():
     assert mask_card_numbers("order 4567") == "order 4567"
     assert mask_card_numbers("It's 4,111,111,111,111,234.") == "It's [card ending 1234]."
     assert mask_card_numbers("about 1,200.50 dollars") == "about 1,200.50 dollars"
+
+
+@pytest.mark.parametrize("heard, last_four", [
+    # What Whisper wrote for cards read out over the phone: separators, words, mixed, run-ons.
+    ("My card is 4111 1111 1111 1111 1227.", "1111"),  # the expiry in the same breath
+    ("4,111,111,111,111,111", "1111"),
+    ("It's 4,111,111,111,111,111,111,111,111,111,111,1.", "1111"),  # 34 digits
+    ("5555-5555-5555-4444, expires 12 27", "4444"),
+    ("four one one one, one one one one, one one one one, one one one one", "1111"),
+    ("4 1 1 1, one one one one, 1 1 1 1, one one one one", "1111"),
+    ("5 5 5 5. 5 5 5 5. 4 4 4 4. 4 4 4 4", "4444"),  # fails Luhn (misheard): masked all the same
+    ("3782 822463 10005 and the code is 1234", "0005"),  # Amex, 15 digits
+    ("4111 uh 1111 um 1111 1111", "1111"),
+    ("six zero one one, one one one one, one one one one, one one one seven", "1117"),
+    ("5105105105105100 123", "5100"),  # Mastercard then its security code
+    ("4222222222222", "2222"),  # a 13-digit Visa
+])
+def test_whisper_spellings_of_card_numbers_keep_only_the_cards_last_four(heard, last_four):
+    masked = mask_card_numbers(heard)
+    assert f"[card ending {last_four}]" in masked, masked
+    assert all(len(digits) < 13 for _, _, digits in digit_runs(masked)), masked
+    assert "one one one one" not in masked and "1111 1111" not in masked
+
+
+def test_luhn_and_where_the_card_lies_in_a_run():
+    assert luhn_valid("4111111111111111") and luhn_valid("378282246310005")
+    assert not luhn_valid("4111111111111112") and not luhn_valid("41x1")
+    assert find_card("41111111111111111227") == (0, 16)  # card, then the expiry
+    assert find_card("4111111111111234") == (0, 16)  # one digit misheard: still the card
+    assert find_card("123") is None
+    assert is_complete_card("4111111111111111") and is_complete_card("378282246310005")
+    assert not is_complete_card("4222222222222")  # 13-digit Visas end with '#'
+    assert not is_complete_card("4111111111111112") and not is_complete_card("9111111111111116")
+
+
+def test_a_masked_marker_is_never_read_as_a_number():
+    assert digit_string("[card ending 1111]", min_digits=4) is None
+    assert digit_string("it's [card ending 1234] and 4 5 6 7") == "4567"
+    assert digit_runs("[card ending 1111]") == []
+    assert mask_card_numbers("[card ending 1111]") == "[card ending 1111]"
+    assert digit_string("4 5 6 uh 7 1 2") == "456712"  # a hesitation inside a number
 
 
 def test_real_asr_output_of_a_number_read_with_pauses(engines, calls_manifest):

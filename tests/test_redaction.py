@@ -65,7 +65,31 @@ def test_the_final_scan_masks_any_long_run_and_refuses_long_integers():
     package = {"summary": "caller read 4111111111111111234 twice", "n": [1, 2.5, None, True],
                "at": "2026-11-22T10:00:00.000+00:00", "phone": "+15550000001"}
     scanned = scan(package)
-    assert scanned["summary"] == "caller read [card ending 1234] twice"
+    # 19 digits: a Luhn-valid Visa (4111 1111 1111 1111) and three more: the card's last four.
+    assert scanned["summary"] == "caller read [card ending 1111] twice"
     assert scanned["at"] == package["at"] and scanned["phone"] == package["phone"]
     with pytest.raises(ValueError, match="refusing to write a 16-digit number"):
         scan({"arguments": {"card": 4111111111111234}})
+
+
+def test_an_expiry_after_its_keyword_and_a_card_with_its_expiry_in_one_breath():
+    assert redact("it expires 12/27") == "it expires [expiry redacted]"
+    assert redact("expiry date is twelve twenty seven, thanks") == \
+        "expiry date is [expiry redacted], thanks"
+    assert redact("my card is 4111 1111 1111 1111 1227") == "my card is [card ending 1111]"
+    assert redact("twelve twenty seven", asked_for=Secret.EXPIRY) == "[expiry redacted]"
+    assert redact("my order expires tomorrow") == "my order expires tomorrow"
+
+
+def test_the_final_scan_masks_over_long_runs_to_the_cards_last_four():
+    scanned = scan({"text": "4,111,111,111,111,111,111,111,111,111,111,1", "n": 7})
+    assert scanned == {"text": "[card ending 1111]", "n": 7}
+    assert scan("card 5105105105105100 123") == "card [card ending 5100]"
+
+
+def test_keypad_only_secrets():
+    from handoff.redaction import keypad_only
+
+    assert keypad_only("card_number")
+    assert not keypad_only("order_number") and not keypad_only("pin") and not keypad_only(None)
+    assert redact_keyed("4111111111111111", asked_for=Secret.CARD) == "[card ending 1111]"
