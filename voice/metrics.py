@@ -15,8 +15,9 @@ class IvrMetrics:
         self.calls_active = Gauge("ivr_calls_active", "Calls in progress", registry=self.registry)
         self.calls_total = Counter("ivr_calls_total", "Calls ended, by end reason",
                                    ["reason"], registry=self.registry)
-        self.refused_total = Counter("ivr_sip_refused_total", "INVITEs refused, by reason",
-                                     ["reason"], registry=self.registry)
+        self.refused_total = Counter("ivr_sip_refused_total", "SIP requests refused or ignored "
+                                     "before a call started (code 0: dropped unanswered)",
+                                     ["code", "reason"], registry=self.registry)
         self.stage_ms = Histogram("ivr_turn_stage_ms", "Time per stage of a caller turn",
                                   ["stage"], buckets=_MS_BUCKETS, registry=self.registry)
         self.turn_ms = Histogram("ivr_turn_total_ms", "End of caller speech to first reply "

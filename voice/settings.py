@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handoff.settings import HandoffSettings
@@ -247,8 +247,26 @@ class SipSettings(Section):
                               "and counted: the queue never grows without bound.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="On SIGTERM, calls in progress get "
                                     "this long to finish before they are ended with BYE.")
-    user_agent: str = "voice-ivr"
+    user_agent: str = Field("SIP", description="User-Agent/Server header of our requests and "
+                            "responses. Generic by default: naming the product and version helps "
+                            "a scanner pick exploits.")
     log_level: int = Field(1, ge=0, le=6, description="PJSIP log level (stderr).")
+    refusals_before_ignore: int = Field(20, ge=1, description="Refused requests (403, 400, 488, "
+                                        "...; not a full server's 503) from one source within "
+                                        "refusal_window_s after which it is ignored for ignore_s. "
+                                        "Lower stops a scanner sooner and risks ignoring a "
+                                        "misconfigured trunk for a while.")
+    refusal_window_s: float = Field(10.0, gt=0)
+    ignore_s: float = Field(60.0, ge=0, description="How long an offending source's requests are "
+                            "dropped unanswered.")
+    tcp_max_connections: int = Field(24, ge=1, description="Open SIP TCP/TLS connections in all. "
+                                     "PJSIP's I/O queue in the pjsua2 wheel has 64 handles for "
+                                     "every socket of the process (SIP, and RTP+RTCP per call "
+                                     "leg); more connections are closed at once.")
+    tcp_max_per_source: int = Field(4, ge=1, description="Open SIP TCP/TLS connections from one "
+                                    "address. A trunk or an edge proxy needs one or two.")
+    tcp_first_message_s: float = Field(5.0, gt=0, description="A TCP/TLS connection that sends no "
+                                       "SIP request this long after it opens is closed.")
 
     @model_validator(mode="after")
     def _check(self) -> SipSettings:
@@ -273,6 +291,29 @@ class ServerSettings(Section):
     spool_dir: str = Field("var/spool", description="Where a record goes as a JSON file when the "
                            "store cannot be written (a full disk, a lost database): nothing is "
                            "lost, and the spool can be replayed.")
+    api_tokens: list[SecretStr] = Field(default_factory=list, description="Tokens that may "
+                                        "read caller data over HTTP (/api/calls, "
+                                        "/api/handoffs): 'Authorization: Bearer <token>'. "
+                                        "'NAME:TOKEN' or a bare token. Agents' "
+                                        "handoff.desktop_tokens are accepted too. With neither, "
+                                        "a token is generated at first start into "
+                                        "api_token_file.")
+    api_token_file: str = Field("var/api-token", description="Where the generated API token "
+                                "is kept (mode 0600) when no token is configured; the log says "
+                                "where, never what.")
+    allowed_hosts: list[str] | None = Field(None, description="Host header values the HTTP "
+                                            "server answers (DNS rebinding defence); '*.x.org' "
+                                            "wildcards, '*' for any. None: localhost, "
+                                            "127.0.0.1, ::1, the host's name, http_host and "
+                                            "sip.public_address.")
+    openapi_docs: bool = Field(False, description="Serve /docs and /openapi.json. Off: the API "
+                               "description is no map for a scanner.")
+    worker_id: str | None = Field(None, description="This worker's identity in its call rows; "
+                                  "at start-up it closes its own rows left open by a crash "
+                                  "(end_reason worker-lost) and no other worker's. None: "
+                                  "'<hostname>:<sip.port>'. Set a stable, unique one when the "
+                                  "hostname changes on restart (containers) and several workers "
+                                  "share a database.")
 
 
 class IvrSettings(BaseSettings):

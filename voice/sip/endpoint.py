@@ -25,8 +25,11 @@ import pjsua2 as pj
 from loguru import logger
 
 from voice.settings import SipSettings
+from voice.sip.guard import Incoming, RequestGuard, transport_remote
 from voice.sip.media import BridgePort
 from voice.sip.messages import InviteInfo, address_allowed, parse_invite, source_host
+from voice.sip.screen import (DROP, Answer, Request, Throttle, check_framing, check_offer,
+                              check_require)
 
 # The pjsua2-python wheel is built with PJSUA_MAX_CALLS = 4: pjsua refuses a fifth call leg in a
 # process (inbound or outbound) whatever UaConfig.maxCalls says (measured: maxCalls 8 or 31 still
@@ -219,6 +222,17 @@ class _PjCall(pj.Call):
                                 method="final" if prm.finalNotify else "progress"))
 
 
+class _Endpoint(pj.Endpoint):
+    """The pjsua2 endpoint, for its transport-state callback (TCP connection policing)."""
+
+    def __init__(self, engine: SipEngine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def onTransportState(self, prm: pj.OnTransportStateParam) -> None:
+        self.engine._transport_state(int(prm.hnd), prm.type, prm.state)
+
+
 class _Account(pj.Account):
     def __init__(self, engine: SipEngine) -> None:
         super().__init__()
@@ -263,6 +277,13 @@ class SipEngine:
         self._endpoint: pj.Endpoint | None = None
         self._account: _Account | None = None
         self.allow_from = list(settings.allow_from)
+        self.guard = RequestGuard(self._screen)
+        self.throttle = Throttle(settings.refusals_before_ignore, settings.refusal_window_s,
+                                 settings.ignore_s)
+        self._deferred_refusals: list[tuple[_PjCall, pj.CallOpParam]] = []
+        self._tcp: dict[int, tuple[str, float]] = {}  # connection -> (remote host, opened at)
+        self._tcp_to_close: set[int] = set()
+        self._next_sweep = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -353,6 +374,12 @@ class SipEngine:
             self._destroy()
 
     def _drain(self) -> None:
+        if self._deferred_refusals:
+            self._refuse_deferred()
+        while self._tcp_to_close:
+            self._close_transport(self._tcp_to_close.pop())
+        if self._tcp and time.monotonic() >= self._next_sweep:
+            self._sweep_tcp()
         while True:
             try:
                 future, fn, args = self._commands.get_nowait()
@@ -390,7 +417,7 @@ class SipEngine:
 
     def _create(self) -> None:
         s = self.settings
-        ep = pj.Endpoint()
+        ep = _Endpoint(self)
         self._endpoint = ep
         ep.libCreate()
         cfg = pj.EpConfig()
@@ -410,6 +437,11 @@ class SipEngine:
         media.jbInit, media.jbMinPre = s.jb_init_ms, s.jb_min_pre_ms
         media.jbMaxPre, media.jbMax = s.jb_max_pre_ms, s.jb_max_ms
         ep.libInit(cfg)
+        self.guard.start()  # before any transport: no request reaches pjsua unscreened
+        if "tls" in s.transports:
+            logger.warning("sip: the worker's TLS listener uses the pjsua2 wheel's bundled "
+                           "OpenSSL 1.0.2k (end of life); terminate SIP TLS at the edge "
+                           "(Kamailio's tls module) instead")
         for kind in s.transports:
             transport = pj.TransportConfig()
             transport.port = s.tls_port if kind == "tls" else s.port
@@ -459,32 +491,26 @@ class SipEngine:
     def _incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
         source = prm.rdata.srcAddress
         invite = parse_invite(prm.rdata.wholeMsg, source, self.settings.x_headers)
-        host = source_host(source)
         leg = CallLeg(self, "inbound", invite)
         call = _PjCall(self, account, leg, prm.callId)
         leg.pj_call = call
-        refusal = None
-        busy = {"Retry-After": str(self.settings.retry_after_s)}
-        if not self._source_allowed(host):
-            refusal = (403, "source not allowed", {})
-        elif self.draining:
-            refusal = (503, "shutting down", busy)
-        elif self.inbound_calls >= self.settings.max_calls:
-            refusal = (503, "too many calls", busy)
-        elif len(self._legs) >= CALL_SLOTS:  # agent legs of warm transfers hold slots too
-            refusal = (503, "no call slot", busy)
+        # The guard refused what it could before pjsua built this call; this is the check of
+        # record (it also runs when the guard is off) and catches a race for the last place.
+        refusal = self._admission(source_host(source))
         if refusal is not None:
-            code, why, headers = refusal
-            logger.info(f"sip: refused INVITE {invite.sip_call_id} from {source}: {code} {why}")
+            logger.info(f"sip: refused INVITE {invite.sip_call_id!r} from {source}: "
+                        f"{refusal.code} {refusal.reason}")
             op = pj.CallOpParam()
-            op.statusCode = code
-            op.reason = why
-            _add_headers(op, headers)
+            op.statusCode = refusal.code
+            op.reason = refusal.reason
+            _add_headers(op, dict(refusal.headers))
             leg.pj_call = None
             call.leg = _Orphan()
-            self._rejected.append(call)
-            call.answer(op)
-            self.call_soon(lambda: self._notify_refused(invite, code, why))
+            # Never end a call inside onIncomingCall: pjsua2 frees the INVITE it cloned after
+            # this callback returns, and a call already ended has freed it (PJSIP asserts and
+            # the process aborts). The refusal is sent as soon as the callback has returned.
+            self._deferred_refusals.append((call, op))
+            self.call_soon(lambda: self._notify_refused(invite, refusal.code, refusal.reason))
             return
         self._legs[leg.leg_id] = leg
         op = pj.CallOpParam()
@@ -492,7 +518,108 @@ class SipEngine:
         call.answer(op)
         self.call_soon(lambda: self.on_incoming(leg))
 
-    def _notify_refused(self, invite: InviteInfo, code: int, why: str) -> None:
+    def _refuse_deferred(self) -> None:
+        refusals, self._deferred_refusals = self._deferred_refusals, []
+        for call, op in refusals:
+            self._rejected.append(call)
+            try:
+                call.hangup(op)
+            except pj.Error as error:
+                logger.debug(f"sip: refusing a call: {error.info()}")
+
+    def _admission(self, host: str) -> Answer | None:
+        """Whether a new call from ``host`` is taken now; the refusal when it is not."""
+        busy = (("Retry-After", str(self.settings.retry_after_s)),)
+        if not self._source_allowed(host):
+            return Answer(403, "Forbidden")
+        if self.draining:
+            return Answer(503, "Service Unavailable (shutting down)", busy)
+        if self.inbound_calls >= self.settings.max_calls:
+            return Answer(503, "Service Unavailable (too many calls)", busy)
+        if len(self._legs) >= CALL_SLOTS:  # agent legs of warm transfers hold slots too
+            return Answer(503, "Service Unavailable (no call slot)", busy)
+        return None
+
+    # -- the request guard (PJSIP's receive path, before pjsua) -------------------------------------
+
+    def _screen(self, incoming: Incoming) -> Answer | None:
+        """The guard's decision for one request: ``None`` passes it to pjsua."""
+        request = Request.parse(incoming.raw)
+        if request is None or request.in_dialog:
+            return None
+        host = incoming.host
+        if self.throttle.ignored(host):
+            self._count_refusal(None, DROP)
+            return DROP
+        answer = check_framing(request)
+        if answer is None and request.method == "REGISTER":
+            answer = Answer(405, "Method Not Allowed",
+                            (("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, "
+                              "UPDATE"),))
+        if answer is None and request.method in ("INVITE", "OPTIONS"):
+            answer = check_require(request)
+        if answer is None and request.method == "INVITE":
+            answer = self._admission(host) or check_offer(request)
+        if answer is None:
+            return None
+        invite = None
+        if request.method == "INVITE":
+            invite = parse_invite(incoming.raw.decode("utf-8", "surrogateescape"),
+                                  f"{host}:{incoming.port}", [])
+        self._count_refusal(invite, answer)
+        # Offences (not a full server's 503) count towards ignoring the source for a while.
+        if answer.code != 503 and self.throttle.refused(host):
+            logger.warning(f"sip: ignoring {host} for {self.settings.ignore_s:.0f} s after "
+                           f"{self.settings.refusals_before_ignore} refused requests")
+        return answer
+
+    def _count_refusal(self, invite: InviteInfo | None, answer: Answer) -> None:
+        code, why = answer.code, answer.reason if answer.code else "ignored"
+        self.call_soon(lambda: self._notify_refused(invite, code, why))
+
+    # -- TCP connections ----------------------------------------------------------------------------
+
+    def _transport_state(self, pointer: int, kind: str, state: int) -> None:
+        """Cap connections per source and in all; PJSIP's ``select()`` I/O queue has 64 handles
+        for every socket in the process (SIP, RTP, RTCP), and an idle connection holds one."""
+        if "TCP" not in kind.upper() and "TLS" not in kind.upper():
+            return
+        if state != pj.PJSIP_TP_STATE_CONNECTED:
+            self._tcp.pop(pointer, None)
+            self._tcp_to_close.discard(pointer)
+            self.guard.last_seen.pop(pointer, None)
+            return
+        host = transport_remote(pointer)
+        s = self.settings
+        same = sum(1 for h, _ in self._tcp.values() if h == host)
+        if self.throttle.ignored(host) or same >= s.tcp_max_per_source or \
+                len(self._tcp) >= s.tcp_max_connections:
+            logger.warning(f"sip: closing a TCP connection from {host} ({same} open from it, "
+                           f"{len(self._tcp)} in all)")
+            self._count_refusal(None, Answer(0, "tcp connection limit"))
+            self._tcp_to_close.add(pointer)  # closed after this callback (PJSIP is mid-accept)
+            return
+        self._tcp[pointer] = (host, time.monotonic())
+
+    def _sweep_tcp(self) -> None:
+        """Close connections that sent no request within ``tcp_first_message_s``."""
+        now = time.monotonic()
+        self._next_sweep = now + 1.0
+        for pointer, (host, opened) in list(self._tcp.items()):
+            if pointer not in self.guard.last_seen and \
+                    now - opened > self.settings.tcp_first_message_s:
+                logger.info(f"sip: closing an idle TCP connection from {host}")
+                self._tcp.pop(pointer, None)
+                self._count_refusal(None, Answer(0, "tcp idle"))
+                self._close_transport(pointer)
+
+    def _close_transport(self, pointer: int) -> None:
+        try:
+            self.guard.shutdown_transport(pointer)
+        except Exception as error:  # noqa: BLE001 - a connection already going away
+            logger.debug(f"sip: closing a connection: {error}")
+
+    def _notify_refused(self, invite: InviteInfo | None, code: int, why: str) -> None:
         if self.on_refused is not None:
             self.on_refused(invite, code, why)
 
@@ -539,6 +666,7 @@ class SipEngine:
             if self._account is not None:
                 self._account.shutdown()
                 destroy(self._account)
+            self.guard.stop()
             self._endpoint.libDestroy()
         except pj.Error as error:
             logger.warning(f"sip: shutdown: {error.info()}")
