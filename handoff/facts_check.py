@@ -4,6 +4,12 @@ The embedded 135M model writes fluent falsehoods (DESIGN.md), so a rewrite is ac
 every number, date, money amount and proper name in it comes from the facts the flow gave it, and
 it claims no action the system of record did not confirm. Anything else falls back to the
 template, which is built from the same facts and is always right.
+
+A handoff summary quotes the caller, so its facts hold the caller's words ("I want a refund",
+"charged twice"). For it the check is stricter (``actions_text``): an action claimed as done
+("refunded", "cancelled") must be in what the IVR did or the CRM shows, not merely in what the
+caller asked for; counts said in words ("three times") and states ("delayed", "lost",
+"duplicate") must be in the facts like figures.
 """
 
 from __future__ import annotations
@@ -28,16 +34,33 @@ def _numbers(text: str) -> list[str]:
     return [n.replace(",", "") for n in _NUMBER.findall(joined)]
 
 
-def violations(reply: str, facts_text: str, confirmed_actions: set[str] | None = None
-               ) -> list[str]:
-    """What in ``reply`` is not backed by ``facts_text`` (the template and tool results)."""
+_PRESENT = {"refund", "cancel"}  # asked for, not done: may come from the caller's words
+_COUNT_WORDS = {"twice", "thrice", "two", "three", "four", "five", "six", "seven", "eight",
+                "nine", "ten", "eleven", "twelve", "dozen", "hundred", "thousand", "several",
+                "multiple", "triple", "double"}
+_STATE_WORDS = {"late", "delayed", "delivered", "lost", "missing", "damaged", "duplicate",
+                "duplicated", "overdue", "fraud", "fraudulent", "stolen", "unauthorized",
+                "unauthorised", "declined", "overcharged", "disputed", "suspended", "closed",
+                "blocked", "locked"}
+
+
+def violations(reply: str, facts_text: str, confirmed_actions: set[str] | None = None, *,
+               actions_text: str | None = None) -> list[str]:
+    """What in ``reply`` is not backed by ``facts_text`` (the template and tool results).
+
+    With ``actions_text`` (what the system did and the records show, without the caller's
+    words), claimed actions are checked against it alone, and counts in words and states
+    (delayed, duplicate...) must be in ``facts_text`` too."""
     found: list[str] = []
     known_numbers = set(_numbers(facts_text))
+    if actions_text is not None:  # "$59.00" in the facts backs "$59"
+        known_numbers |= {n[:-3] for n in known_numbers if n.endswith(".00")}
     for number in _numbers(reply):
         if number not in known_numbers:
             found.append(f"number {number} is not in the facts")
     known_words = set(re.findall(r"[A-Za-z']+", facts_text))
-    for sentence in re.split(r"(?<=[.!?])\s+", reply):
+    # A quotation opens a sentence and may end one: its first word is not a name either.
+    for sentence in re.split(r"(?<=[.!?])\s+|(?<=[.!?][\"'”])\s+|\s+(?=[\"“])", reply):
         for word in re.findall(r"[A-Za-z']+", sentence)[1:]:  # a sentence's first word is not a name
             if word[0].isupper() and word not in known_words and word not in _ALWAYS_OK:
                 found.append(f"name {word!r} is not in the facts")
@@ -45,6 +68,16 @@ def violations(reply: str, facts_text: str, confirmed_actions: set[str] | None =
     facts_lower = facts_text.lower()
     for claim in _CLAIMS.findall(reply):
         stem = claim.lower()[:4]  # "opened" matches the tool open_case
-        if stem not in facts_lower and not any(stem in a for a in confirmed):
+        done = facts_lower if actions_text is None or claim.lower() in _PRESENT else \
+            actions_text.lower()
+        if stem not in done and not any(stem in a for a in confirmed):
             found.append(f"claims '{claim}' with no confirmed action")
+    if actions_text is not None:
+        known_lower = {w.lower() for w in known_words}
+        for word in re.findall(r"[A-Za-z]+", reply):
+            lowered = word.lower()
+            if lowered in _COUNT_WORDS and lowered not in known_lower:
+                found.append(f"count '{word}' is not in the facts")
+            elif lowered in _STATE_WORDS and lowered not in known_lower:
+                found.append(f"state '{word}' is not in the facts")
     return found

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handoff.crm import CrmStore
 from handoff.escalation import sentiment_label
+from handoff.evidence import find_evidence
+from handoff.reason import caller_reason
 from handoff.redaction import redact, scan
 from handoff.state import CallState, IntentRecord
 
@@ -127,6 +129,24 @@ class EscalationPart(_Model):
     signals: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReasonPart(_Model):
+    """Why the caller called, in their own words (``handoff.reason``)."""
+
+    quote: str = Field(min_length=1, description="Extract of what the caller said: fillers, "
+                       "greetings and secrets removed, nothing reworded.")
+    turns: list[int] = Field(default_factory=list, description="Caller turns it comes from.")
+
+
+class EvidencePart(_Model):
+    """A CRM fact that bears on the caller's reason (``handoff.evidence``)."""
+
+    kind: Literal["duplicate_charge", "no_duplicate_charge", "named_charge", "largest_charge",
+                  "late_order", "delayed_order", "delivered_order", "order", "balance",
+                  "open_case"]
+    text: str
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
 class TransferAttempt(_Model):
     agent_uri: str
     result: str  # connected, no-answer, busy, rejected, failed...
@@ -154,6 +174,8 @@ class HandoffPackage(_Model):
     sentiment: SentimentPart = Field(default_factory=SentimentPart)
     escalation: EscalationPart
     transcript: list[TranscriptLine] = Field(default_factory=list)
+    reason: ReasonPart | None = None
+    evidence: list[EvidencePart] = Field(default_factory=list)
     summary: str = ""
     summary_source: Literal["facts", "llm"] = "facts"
     transfer: TransferPart = Field(default_factory=TransferPart)
@@ -274,8 +296,28 @@ def build_package(state: CallState, crm: CrmStore, transcript: list[TranscriptLi
         escalation=escalation_of(state),
         transcript=[line.model_copy(update={"text": redact(line.text)}) for line in transcript],
     )
+    package.reason, package.evidence = reason_and_evidence(package, state.intents)
     package.summary = summarize(package, identified_by_caller_id=customer is not None)
     return package
+
+
+def reason_and_evidence(package: HandoffPackage, intents: list[IntentRecord] | None = None
+                        ) -> tuple[ReasonPart | None, list[EvidencePart]]:
+    """The caller's reason (from the package's transcript) and the CRM evidence bearing on it.
+
+    ``intents`` (the call state's) mark the utterances the intent was recognised from."""
+    said = [(line.turn, line.text) for line in package.transcript if line.speaker == "caller"]
+    label = package.intent.label if package.intent is not None else None
+    routed = [r.text for r in intents or [] if r.label == label]
+    items = {w for c in (package.customer.recent_charges if package.customer else [])
+             for w in c.description.lower().split()}
+    found = caller_reason(said, routed_texts=routed, extra_cues=items)
+    reason = None if found is None else ReasonPart(quote=found.quote, turns=found.turns)
+    evidence = find_evidence(intent=label, said=" ".join(text for _, text in said),
+                             customer=package.customer, actions=package.actions,
+                             slots=package.slots,
+                             today=datetime.fromisoformat(package.call.started_at).date())
+    return reason, [EvidencePart(kind=e.kind, text=e.text, facts=e.facts) for e in evidence]
 
 
 def load_package(data: dict[str, Any] | str) -> HandoffPackage:

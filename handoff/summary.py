@@ -1,18 +1,22 @@
 """The agent's five-second read: who is calling, why, what was done, what is open, how they feel.
 
 Built from the structured package alone, so it is right with the weak embedded LLM (DESIGN.md).
-A capable LLM may rewrite it through any OpenAI-compatible endpoint; the rewrite replaces the
-facts version only if ``facts_check.violations`` finds no number, name or claimed action in it
-that the facts do not hold.
+The caller's reason is their own words (``handoff.reason``), the evidence comes from the CRM
+card by rules per intent (``handoff.evidence``); both are package fields, so the summary is a
+function of the package. A capable LLM may rewrite it through any OpenAI-compatible endpoint;
+the rewrite replaces the facts version only if ``facts_check.violations`` finds no number, name,
+count, state or claimed action in it that the facts do not hold (an action claimed as done must
+be in what the IVR did, not merely in what the caller asked for).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
-from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from handoff.evidence import money, short_date
 from handoff.facts_check import violations
 
 if TYPE_CHECKING:
@@ -21,13 +25,7 @@ if TYPE_CHECKING:
 _TIERED = {"gold", "platinum"}  # tiers worth telling the agent; "standard" is noise
 
 
-def _short_date(iso: str) -> str:
-    day = date.fromisoformat(iso)
-    return f"{day:%b} {day.day}"
-
-
-def _money(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
+_short_date, _money = short_date, money
 
 
 def action_phrase(action: ActionPart) -> str:
@@ -69,7 +67,7 @@ def action_phrase(action: ActionPart) -> str:
 
 def _sentence(text: str) -> str:
     text = text.strip()
-    return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "?", "!")) else ".")
 
 
 # How the shipped menu's intents read in a sentence; any other label reads as its words.
@@ -83,8 +81,45 @@ def topic(label: str) -> str:
     return _TOPICS.get(label, label.replace("_", " "))
 
 
+# Escalation reasons that only restate the intent's route: the quote already says why.
+_ROUTINE = re.compile(r"(is handled by the .+ team|routes to a queue|^routed to)", re.I)
+_FEELING = {"calm": "Caller sounds calm.", "concerned": "Caller sounds concerned.",
+            "frustrated": "Caller is frustrated."}
+
+
+def handover_phrase(reason: str) -> str | None:
+    """Why the IVR let go, when it says more than the route ("Asked for a person"), else None."""
+    if not reason or _ROUTINE.search(reason):
+        return None
+    if reason == "caller asked for a human":
+        return "Asked for a person"
+    if reason.startswith("compliance keywords: "):
+        return f"Flagged for compliance: {reason.split(': ', 1)[1]}"
+    if reason.startswith("combined signals"):
+        return "Handed over on several signals together"
+    # Thresholds and scores are for the reviewer, not for the agent's ear.
+    plain = re.sub(r"\s*\([^)]*\)", "", reason).replace("_", " ").strip()
+    return f"Handed over because {plain}"
+
+
+def done_phrases(actions: list[ActionPart]) -> list[str]:
+    """What the IVR did, and what it tried and could not do (a system failure named as such)."""
+    phrases = []
+    for action in actions:
+        if action.ok and action.result is None:  # a tool the LLM called: no result kept
+            phrases.append(f"{action.tool.replace('_', ' ')} done")
+        elif action.ok:
+            phrases.append(action_phrase(action))
+        elif (action.error or "").startswith("invalid arguments"):
+            phrases.append(f"{action_phrase(action)} (invalid input)")
+        else:  # the system of record did not answer: not the same as "not found"
+            phrases.append(f"{action_phrase(action)} (system error)")
+    return phrases
+
+
 def summarize(package: HandoffPackage, *, identified_by_caller_id: bool = True) -> str:
-    """Two or three sentences from the package's facts (deterministic)."""
+    """A few short sentences from the package's facts (deterministic): who, why in the caller's
+    own words, the CRM evidence, what the IVR did or could not do, how the caller feels."""
     customer = package.customer
     if customer is not None:
         who = customer.name
@@ -96,20 +131,25 @@ def summarize(package: HandoffPackage, *, identified_by_caller_id: bool = True) 
         who = f"An unidentified caller ({package.call.caller_number})"
     else:
         who = "An unidentified caller"
-    if package.intent is not None and package.intent.label != "out_of_scope":
-        why = f"is calling about {topic(package.intent.label)}"
+    label = package.intent.label if package.intent is not None else None
+    asked_for_person = package.escalation.reason == "caller asked for a human"
+    if package.reason is not None:
+        opening = f'{who} says: "{package.reason.quote}"'
+    elif label is not None and label not in ("out_of_scope", "talk_to_human"):
+        opening = f"{who} is calling about {topic(label)}."
+    elif asked_for_person or label == "talk_to_human":
+        opening = f"{who} asked for a person without saying why."
     else:
-        why = "has a request the IVR did not understand"
-    sentences = [f"{who} {why}."]
-    done = [action_phrase(a) for a in package.actions if a.ok]
-    failed = [action_phrase(a) for a in package.actions if not a.ok]
-    if done:
-        sentences.append(_sentence("; ".join(done)))
-    reason = package.escalation.reason
-    open_items = ([f"handed over because {reason}"] if reason else []) + failed
-    feeling = {"calm": "sounds calm", "concerned": "sounds concerned",
-               "frustrated": "is frustrated"}[package.sentiment.label]
-    sentences.append(_sentence("; ".join(open_items + [f"the caller {feeling}"])))
+        opening = f"{who} has a request the IVR did not understand."
+    sentences = [opening]
+    if package.evidence:
+        sentences.append(_sentence("; ".join(e.text for e in package.evidence)))
+    done = done_phrases(package.actions)
+    sentences.append(_sentence("; ".join(done)) if done else "Nothing done yet.")
+    handover = handover_phrase(package.escalation.reason)
+    if handover and not (asked_for_person and package.reason is None):
+        sentences.append(_sentence(handover))
+    sentences.append(_FEELING[package.sentiment.label])
     return " ".join(sentences)
 
 
@@ -124,7 +164,19 @@ def facts_text(package: HandoffPackage) -> str:
         parts += [action.tool, action.arguments, action.result or {}, action.error or ""]
     if package.call.caller_number:
         parts.append(package.call.caller_number)
+    if package.reason is not None:
+        parts.append(package.reason.quote)
+    for item in package.evidence:
+        parts += [item.text, item.facts]
     return " ".join(str(p) for p in parts)
+
+
+def actions_text(package: HandoffPackage) -> str:
+    """What the IVR did and the CRM records show, without the caller's words: a rewrite may
+    claim an action (refunded, opened, scheduled) only if it is here."""
+    parts = done_phrases(package.actions) + [a.tool for a in package.actions if a.ok]
+    parts += [item.text for item in package.evidence]
+    return " ".join(parts)
 
 
 @dataclass
@@ -168,7 +220,7 @@ class LlmSummarizer:
         if not text:
             return SummaryRewrite(None, False, ["empty answer"])
         confirmed = {a.tool for a in package.actions if a.ok}
-        problems = violations(text, facts, confirmed)
+        problems = violations(text, facts, confirmed, actions_text=actions_text(package))
         return SummaryRewrite(text, not problems, problems)
 
     async def apply(self, package: HandoffPackage) -> SummaryRewrite:

@@ -55,8 +55,9 @@ async def test_asking_for_a_human_is_one_verdict_and_the_package_says_why(crm, c
     assert last.signals["frustration"] == 0.6 and last.signals["sentiment"] == -0.6
     package = build_package(tm.state, crm, tm.transcript)
     assert package.escalation.reason == "caller asked for a human"
-    assert package.summary.endswith("Handed over because caller asked for a human; the caller "
-                                    "is frustrated.")
+    assert package.summary.startswith('Alex Morgan (gold tier), matched by caller ID, says: '
+                                      '"Where is my order?"')
+    assert package.summary.endswith("Asked for a person. Caller is frustrated.")
 
 
 async def test_rephrasing_escalates_sooner_where_the_intent_allows_less(crm, classifier):
@@ -105,7 +106,7 @@ async def test_a_failed_lookup_hands_over_where_one_failure_is_enough(crm, class
     assert verdict.escalate and verdict.reason == "1 system failure in the call (order_status allows 1)"
     assert reply.text.startswith("I'm sorry about the trouble. I'll connect you")
     package = build_package(tm.state, broken, tm.transcript)
-    assert "order 456712 lookup failed" in package.summary
+    assert "Order 456712 lookup failed (system error)." in package.summary
 
 
 async def test_a_long_call_and_a_keyed_menu_choice_are_verdicts_too(crm, classifier):
@@ -136,3 +137,19 @@ async def test_a_spoken_card_number_is_redacted_in_state_transcript_and_package(
     assert "one one one" not in text and "4 3 2 1" not in text
     assert "[card ending 1234]" in tm.state.intents[0].text
     assert tm.state.escalations[-1].reason == "caller asked for a human"
+
+
+async def test_the_demo_callers_words_and_the_double_charge_reach_the_summary(crm, classifier):
+    """The demo's second call through the turn manager: routed to billing by the classifier,
+    the package quotes the caller and names the two charges the CRM holds."""
+    tm = manager(crm, classifier)
+    await tm.start_call(CallInfo("call-demo", caller_number=DEMO_PHONE))
+    reply = await tm.handle_turn(turn(1, "I think I was charged twice for the same order this "
+                                         "month."))
+    assert "billing team" in reply.text and tm.state.route == "billing"
+    package = build_package(tm.state, crm, tm.transcript)
+    assert package.summary == (
+        'Alex Morgan (gold tier), matched by caller ID, says: "I was charged twice for the same '
+        'order this month." The account shows two $59.00 Headphones charges on Nov 13. '
+        "Nothing done yet. Caller sounds calm.")
+    assert package.to_dict()["reason"]["turns"] == [1]

@@ -65,7 +65,8 @@ def test_the_package_holds_what_the_agent_needs_and_matches_the_schema(crm):
     data = package.to_dict()
     assert list(data) == ["schema_version", "handoff_id", "created_at", "call", "customer",
                           "intent", "slots", "actions", "sentiment", "escalation",
-                          "transcript", "summary", "summary_source", "transfer"]
+                          "transcript", "reason", "evidence", "summary", "summary_source",
+                          "transfer"]
     assert data["call"]["sip_call_id"] == "a84b4c76e66710"
     assert data["customer"]["name"] == "Alex Morgan" and data["customer"]["tier"] == "gold"
     assert data["customer"]["accounts"] == [{"number": "90000001", "balance_cents": 4250}]
@@ -88,11 +89,19 @@ def test_secrets_are_redacted_in_the_transcript(crm):
 
 
 def test_the_summary_says_who_why_what_was_done_what_is_open_and_how_they_feel(crm):
-    package = build_package(order_call(crm), crm, TRANSCRIPT)
+    package = build_package(order_call(crm), crm, TRANSCRIPT,
+                            started_at="2026-11-23T10:00:00.000+00:00")
     assert package.summary == (
-        "Alex Morgan (gold tier), matched by caller ID, is calling about an order's status. "
+        'Alex Morgan (gold tier), matched by caller ID, says: "Where is my order?" '
         "Order 456712 looked up: shipped with UPS, ETA Nov 24. "
-        "Handed over because caller asked for a human; the caller is frustrated.")
+        "Asked for a person. Caller is frustrated.")
+    assert package.reason.quote == "Where is my order?" and package.evidence == []
+    # Called back after the ETA, the same lookup is evidence of a late order.
+    late = build_package(order_call(crm), crm, TRANSCRIPT,
+                         started_at="2026-11-26T10:00:00.000+00:00")
+    assert [e.text for e in late.evidence] == ["order 456712 is past its ETA"]
+    assert ('says: "Where is my order?" Order 456712 is past its ETA. Order 456712 looked up: '
+            "shipped with UPS, ETA Nov 24.") in late.summary
 
 
 def test_summary_of_an_unknown_caller_with_a_failed_lookup(crm):
@@ -106,8 +115,7 @@ def test_summary_of_an_unknown_caller_with_a_failed_lookup(crm):
     assert package.customer is None
     assert package.summary == (
         "An unidentified caller (+15557770000) is calling about a billing question. "
-        "Handed over because intent billing_question routes to a queue; balance lookup "
-        "failed; the caller sounds calm.")
+        "Balance lookup failed (system error). Caller sounds calm.")
 
 
 def test_a_package_that_breaks_the_schema_is_refused(crm):
@@ -157,6 +165,7 @@ async def test_an_llm_rewrite_is_kept_only_if_it_adds_nothing(crm):
     assert "name 'FedEx' is not in the facts" in rewrite.problems
     assert "number 20 is not in the facts" in rewrite.problems
     assert "claims 'refunded' with no confirmed action" in rewrite.problems
+    assert "state 'delayed' is not in the facts" in rewrite.problems
     assert package.summary == summarize(package)
 
 
