@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from models import locate
 from models.catalog import package_dir  # noqa: F401  (kept importable from here)
-from models.checks import CheckResult, run_checks
 from models.config import ModelSettings
 from models.device import DeviceChoice, choose_device, onnx_uses_cuda, torch_device
 from models.errors import ModelNotFound
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from piper import PiperVoice
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["CheckResult", "ModelNotFound", "ModelRegistry", "shared_registry"]
+__all__ = ["ModelNotFound", "ModelRegistry", "shared_registry"]
 
 T = TypeVar("T")
 
@@ -188,10 +187,6 @@ class ModelRegistry:
         return locate.llm_gguf_file(self.settings.llm_model_path)
 
     # -- check -------------------------------------------------------------------------------
-
-    def check(self) -> list[CheckResult]:
-        """Load each model and run one real inference with it; see ``models.checks``."""
-        return run_checks(self)
 
 
 _shared: ModelRegistry | None = None
