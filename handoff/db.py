@@ -1,4 +1,5 @@
-"""Opening the stores' databases: one place for what every store needs from SQLite.
+"""Opening the stores' databases: one place for what every store needs from SQLite, and
+what every store writes and returns: text that any database and any JSON encoder accept.
 
 The CRM, the handoff store and the call store share the same database settings: SQLite (WAL,
 so readers never block the writer; foreign keys on; a busy timeout, so two writers wait for each
@@ -7,7 +8,9 @@ other rather than fail) as the embedded default, any SQLAlchemy URL (PostgreSQL)
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
@@ -37,3 +40,42 @@ def open_engine(url: str) -> Engine:
                 cursor.execute(pragma)
             cursor.close()
     return engine
+
+
+def escape_text(text: str) -> str:
+    """``text`` with what no UTF-8 database or JSON response can carry written as escapes.
+
+    PJSIP hands Python the raw bytes of a SIP message decoded with ``surrogateescape``, so a
+    byte that is not UTF-8 (``FF`` in a From display name) arrives as a lone surrogate
+    (``\\udcff``). SQLite refuses it (the write would only reach the spool), JSON columns keep it
+    and a JSON response then fails with a 500. Such bytes become ``\\xff``, other lone
+    surrogates ``\\ud800``, and NUL (refused by PostgreSQL text) ``\\x00``. Valid text is
+    returned unchanged (the same object), so the check costs one encode.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+            text = raw.decode("utf-8", "backslashreplace")
+            text.encode("utf-8")
+        except UnicodeError:  # surrogates that are not escaped bytes
+            text = text.encode("utf-8", "backslashreplace").decode("ascii")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` (dicts, lists, strings, numbers) as something every JSON encoder and every
+    database takes: strings through :func:`escape_text`, keys too, NaN and infinities as
+    ``None`` (a JSON response refuses them), anything else that is not JSON as its ``str``."""
+    if isinstance(value, str):
+        return escape_text(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {escape_text(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return escape_text(str(value))

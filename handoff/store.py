@@ -3,7 +3,12 @@
 SQLite (WAL) through SQLAlchemy by default; a PostgreSQL URL serves several IVR nodes. Nothing
 is lost when the database fails (disk full, read-only, locked): the write goes to a spool
 directory as a JSON file and an error is logged; ``recover()`` replays the spool into the
-database once it works again.
+database once it works again. The store recovers by itself: when it opens (``ivr serve``
+start-up) and before the next write once it has spooled, so spooled changes land in their order
+and before any later one.
+
+What it returns is always JSON-serializable: text that is not valid UTF-8 (a caller's name from
+a SIP header) comes back escaped (:func:`handoff.db.json_safe`), never as a 500.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ from typing import Any
 
 from loguru import logger
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from handoff.db import open_engine
+from handoff.db import json_safe, open_engine
 from handoff.package import HandoffPackage, TransferOutcome, now_iso, validated_dict
 
 OUTCOMES: tuple[str, ...] = TransferOutcome.__args__  # type: ignore[attr-defined]
@@ -74,11 +79,15 @@ class HandoffStore:
         self.url = url
         self.spool_dir = Path(spool_dir)
         self.engine = open_engine(url)  # WAL: the desktop reads while calls write
+        self._spool_pending = bool(self.spooled())
         try:
             _Base.metadata.create_all(self.engine)
         except SQLAlchemyError as error:  # writes will spool until the database comes back
             logger.error(f"handoff store {url} unavailable, spooling to {self.spool_dir}: "
                          f"{error}")
+            return
+        if self._spool_pending:
+            self._replay_first()
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -86,6 +95,9 @@ class HandoffStore:
         """Store a package (validated and scanned for secrets); returns its handoff id."""
         data = package.to_dict() if isinstance(package, HandoffPackage) else \
             validated_dict(package)
+        if not self._replay_first():
+            self._spool("package", data, None)
+            return data["handoff_id"]
         try:
             self._insert(data)
         except SQLAlchemyError as error:
@@ -102,6 +114,9 @@ class HandoffStore:
             raise ValueError("an attempt needs the agent_uri it was made on")
         change = {"handoff_id": handoff_id, "outcome": outcome, "agent_uri": agent_uri,
                   "attempt_result": attempt_result, "at": at or now_iso()}
+        if not self._replay_first():
+            self._spool("transfer", change, None)
+            return
         try:
             self._apply_transfer(change)
         except SQLAlchemyError as error:
@@ -117,6 +132,9 @@ class HandoffStore:
         row = {"handoff_id": handoff_id, "url": url, "attempt": attempt,
                "status_code": status_code, "error": error, "delivered": delivered,
                "at": at or now_iso()}
+        if not self._replay_first():
+            self._spool("delivery", row, None)
+            return
         try:
             self._insert_delivery(row)
         except SQLAlchemyError as failure:
@@ -130,7 +148,7 @@ class HandoffStore:
             row = s.get(HandoffRow, handoff_id)
             if row is None:
                 return None
-            return self._with_deliveries(s, [row])[0]
+            return json_safe(self._with_deliveries(s, [row])[0])
 
     def latest(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest packages first, each with its ``transfer`` and ``deliveries``."""
@@ -139,7 +157,7 @@ class HandoffStore:
         with Session(self.engine) as s:
             rows = list(s.scalars(select(HandoffRow).order_by(HandoffRow.created_at.desc(),
                                                               HandoffRow.id).limit(limit)))
-            return self._with_deliveries(s, rows)
+            return json_safe(self._with_deliveries(s, rows))
 
     def deliveries(self, handoff_id: str) -> list[Delivery]:
         with Session(self.engine) as s:
@@ -157,9 +175,9 @@ class HandoffStore:
         A write that fails again stays in the spool."""
         applied = 0
         for path in self.spooled():
-            entry = json.loads(path.read_text())
-            kind, data = entry["kind"], entry["data"]
             try:
+                entry = json.loads(path.read_text())
+                kind, data = entry["kind"], json_safe(entry["data"])
                 if kind == "package":
                     with Session(self.engine) as s:
                         exists = s.get(HandoffRow, data["handoff_id"]) is not None
@@ -169,17 +187,40 @@ class HandoffStore:
                     self._apply_transfer(data)
                 else:
                     self._insert_delivery(data)
+            except FileNotFoundError:
+                continue  # another process replayed it
+            except (IntegrityError, OSError, ValueError, TypeError, KeyError) as error:
+                # Not an entry, or one the database can never take (a change of a package
+                # that is nowhere): set aside, not lost, and not in the way of the others.
+                logger.error(f"handoff spool {path.name} cannot be replayed ({error}); kept as "
+                             f"{path.name}.bad")
+                path.rename(path.with_name(path.name + ".bad"))
+                continue
             except SQLAlchemyError as error:
                 logger.error(f"handoff spool {path.name} still cannot be written: {error}")
                 break  # keep the order: a later change must not overtake this one
             path.unlink()
             applied += 1
+        self._spool_pending = bool(self.spooled())
+        if applied:
+            logger.info(f"handoff store: {applied} spooled write(s) replayed")
         return applied
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- internals ---------------------------------------------------------------------------------
+
+    def _replay_first(self) -> bool:
+        """Replay what is spooled before a new write; False while some of it still cannot be
+        written (the new write then queues behind it in the spool)."""
+        if not self._spool_pending:
+            return True
+        try:
+            self.recover()
+        except SQLAlchemyError as error:  # the database is still away: keep spooling
+            logger.error(f"handoff store: spool replay failed: {error}")
+        return not self._spool_pending
 
     def _insert(self, data: dict[str, Any]) -> None:
         with Session(self.engine) as s, s.begin():
@@ -222,9 +263,12 @@ class HandoffStore:
                 by_id[d.handoff_id].append(asdict(_delivery(d)))
         return [{**r.package, "deliveries": by_id[r.id]} for r in rows]
 
-    def _spool(self, kind: str, data: dict[str, Any], error: Exception) -> Path:
+    def _spool(self, kind: str, data: dict[str, Any], error: Exception | None) -> Path:
         """Write ``data`` where the database cannot lose it; raises only if the disk refuses
-        both (then nothing else could keep it either)."""
+        both (then nothing else could keep it either). ``error`` is None for a write queued
+        behind earlier spooled ones."""
+        self._spool_pending = True
+        data = json_safe(data)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         unique = uuid.uuid4().hex[:6]  # two writes in the same microsecond
@@ -235,8 +279,12 @@ class HandoffStore:
         with os.fdopen(handle, "w") as out:
             out.write(payload)
         os.replace(temporary, path)
-        logger.error(f"handoff store write failed ({kind} {data.get('handoff_id')}): "
-                     f"{type(error).__name__}: {error}; spooled to {path}")
+        if error is None:
+            logger.warning(f"handoff store: {kind} {data.get('handoff_id')} queued behind "
+                           f"earlier spooled writes in {path}")
+        else:
+            logger.error(f"handoff store write failed ({kind} {data.get('handoff_id')}): "
+                         f"{type(error).__name__}: {error}; spooled to {path}")
         return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import wave
@@ -58,3 +59,39 @@ def test_unreadable_or_missing_input_says_what_is_wrong(tmp_path):
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
     done = ivr("simulate", str(empty))
     assert done.returncode == 2 and "empty" in done.stderr
+
+
+LOGGED_EXCEPTION = """
+import sys
+from voice import cli
+from loguru import logger
+
+getattr(cli, sys.argv[1])(False)
+
+def answer(sdp_host):
+    caller_secret = "4111" + "-local-value"  # not on a line the traceback shows
+    return len(caller_secret + sdp_host) / 0
+
+host = "host-" + "argument"
+try:
+    answer(host)
+except ZeroDivisionError:
+    logger.opt(exception=True).error("call x: answer failed")
+"""
+
+
+def test_a_logged_exception_never_prints_local_variables(tmp_path):
+    """loguru's `diagnose` would annotate each traceback line with the values of the variables
+    on it (caller data, secrets); both logging set-ups of the command line turn it off, even
+    where the environment asks for it."""
+    script = tmp_path / "fails.py"  # a file, so that the traceback can show its lines
+    script.write_text(LOGGED_EXCEPTION)
+    for setup in ("_serve_logs", "_quiet_logs"):
+        done = subprocess.run([sys.executable, str(script), setup], cwd=Path.cwd(),
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "LOGURU_DIAGNOSE": "YES"})
+        assert done.returncode == 0, done.stderr
+        assert "answer failed" in done.stderr and "ZeroDivisionError" in done.stderr, setup
+        assert "len(caller_secret + sdp_host) / 0" in done.stderr  # the code is shown
+        assert "4111-local-value" not in done.stderr, done.stderr  # the values are not
+        assert "host-argument" not in done.stderr, done.stderr

@@ -66,7 +66,9 @@ def test_a_read_only_database_spools_the_package(tmp_path, crm, caplog_loguru):
     assert "readonly" in caplog_loguru.getvalue().replace(" ", "").lower()
     read_only.close()
     writable = HandoffStore(f"sqlite:///{path}", spool_dir=tmp_path / "spool")
-    assert writable.recover() == 1 and writable.get(handoff_id)["handoff_id"] == handoff_id
+    # Opening a store replays its spool (ivr serve's start-up).
+    assert writable.spooled() == [] and writable.recover() == 0
+    assert writable.get(handoff_id)["handoff_id"] == handoff_id
     writable.close()
 
 
@@ -90,7 +92,7 @@ def test_a_database_that_cannot_be_written_loses_nothing(tmp_path, crm, caplog_l
     store.close()
     db.rmdir()  # the volume is back
     store = HandoffStore(f"sqlite:///{db}", spool_dir=tmp_path / "spool")
-    assert store.recover() == 3 and store.spooled() == []
+    assert store.spooled() == []  # replayed when it opened, in order
     [saved] = store.latest(5)
     assert saved["handoff_id"] == handoff_id and saved["transfer"]["outcome"] == "busy"
     assert saved["deliveries"][0]["delivered"] is True
@@ -114,9 +116,40 @@ def test_the_api_lists_packages_with_transfer_and_deliveries(store, crm):
         handoff_id
     assert client.get("/api/handoffs/nope", headers=auth).status_code == 404
     assert client.get("/api/handoffs?limit=0", headers=auth).status_code == 422
-    open_app = FastAPI()
-    open_app.include_router(handoff_router(store))
-    assert len(TestClient(open_app).get("/api/handoffs").json()) == 1
+    with pytest.raises(ValueError):  # no open mode: packages hold personal data
+        handoff_router(store, tokens=[])
+
+
+def test_packages_with_text_that_is_not_utf8_are_returned_escaped(store, crm):
+    """A caller name from a SIP header with bytes FF FE FD reaches the package as surrogates;
+    the API returns it escaped instead of failing with a 500."""
+    package = build_package(order_call(crm), crm, TRANSCRIPT)
+    package = package.to_dict() if hasattr(package, "to_dict") else package
+    package["call"]["sip_call_id"] = "x\udcff\udcfe\udcfd@h"
+    handoff_id = store.save(package)
+    app = FastAPI()
+    app.include_router(handoff_router(store, tokens=["agent-token"]))
+    answer = TestClient(app).get("/api/handoffs", headers={"Authorization": "Bearer agent-token"})
+    assert answer.status_code == 200
+    [listed] = answer.json()
+    assert listed["handoff_id"] == handoff_id
+    assert listed["call"]["sip_call_id"] == "x\\xff\\xfe\\xfd@h"
+
+
+def test_a_store_replays_its_spool_when_it_opens(tmp_path, crm):
+    db = tmp_path / "handoffs.sqlite"
+    db.mkdir()  # a database that cannot be opened: every write is spooled
+    broken = HandoffStore(f"sqlite:///{db}", spool_dir=tmp_path / "spool")
+    handoff_id = broken.save(build_package(order_call(crm), crm, TRANSCRIPT))
+    broken.update_transfer(handoff_id, "connected", agent_uri="sip:bob@pbx.test",
+                           attempt_result="connected")
+    broken.close()
+    assert len(list((tmp_path / "spool").glob("*.json"))) == 2
+    db.rmdir()
+    reopened = HandoffStore(f"sqlite:///{db}", spool_dir=tmp_path / "spool")
+    assert reopened.spooled() == []
+    assert reopened.get(handoff_id)["transfer"]["outcome"] == "connected"
+    reopened.close()
 
 
 def test_after_call_work_writes_the_disposition_and_summary_into_a_case(store, crm):

@@ -2,13 +2,25 @@
 
 SQLite (WAL) through SQLAlchemy by default, PostgreSQL by URL. Writes never lose a record: if the
 database cannot be written (a full disk, a lost connection) the record goes to the spool directory
-as a JSON file and the failure is logged.
+as a JSON file and the failure is logged. Spooled records are replayed into the database at
+start-up and after the next write that succeeds, then removed.
+
+Every row carries the identity of the worker that wrote it (``context.worker``). A worker that
+died (kill -9, an abort) leaves the rows of its calls in progress open; at its next start it
+closes them with ``end_reason: worker-lost`` (:meth:`CallStore.close_lost_calls`). Only its own:
+several workers may share one database, and another worker's open rows are its live calls.
+
+Text from the network is stored escaped where it is not valid UTF-8 (see
+:func:`handoff.db.escape_text`), and what the store returns is always JSON-serializable, also for
+rows written before that rule.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +28,13 @@ from typing import Any
 
 from loguru import logger
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from handoff.db import open_engine
+from handoff.db import json_safe, open_engine
+
+#: ``end_reason`` of a call whose worker died while it was up (found open at the next start).
+WORKER_LOST = "worker-lost"
 
 
 class Base(DeclarativeBase):
@@ -71,31 +87,134 @@ class CallRecord:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+def _limits() -> dict[str, int]:
+    """String column lengths: PostgreSQL refuses longer values (SQLite would keep them)."""
+    return {c.name: c.type.length for c in CallRow.__table__.columns
+            if isinstance(c.type, String) and c.type.length}
+
+
 class CallStore:
     """Thread-safe; each method is one short transaction. Call from a worker thread in async
-    code (``asyncio.to_thread``): SQLite writes wait on the disk."""
+    code (``asyncio.to_thread``): SQLite writes wait on the disk.
 
-    def __init__(self, url: str, spool_dir: str | Path = "var/spool") -> None:
+    Args:
+        url: SQLAlchemy URL of the database.
+        spool_dir: where records go as JSON files when the database cannot be written.
+        worker: identity written into each call row's ``context.worker`` (when the record does
+            not carry one), so that :meth:`close_lost_calls` closes only this worker's rows.
+    """
+
+    def __init__(self, url: str, spool_dir: str | Path = "var/spool",
+                 worker: str | None = None) -> None:
         self.engine = open_engine(url)
         Base.metadata.create_all(self.engine)
         self.spool_dir = Path(spool_dir)
+        self.worker = worker
+        self._limits = _limits()
+        # Held around each write and each replayed file, so that a replay never puts an older
+        # spooled state over a newer one written meanwhile.
+        self._lock = threading.Lock()
+        self._spool_pending = self._has_spool()
 
     def save_call(self, record: CallRecord) -> None:
         """Insert or update the call row."""
-        try:
-            with Session(self.engine) as s, s.begin():
-                s.merge(CallRow(**asdict(record)))
-        except Exception as error:
-            self._spool("call", record.id, asdict(record), error)
+        data = self._call_data(record)
+        with self._lock:
+            try:
+                self._merge_call(data)
+            except Exception as error:
+                self._spool("call", data["id"], data, error)
+                return
+            # The database now holds this call's newest state: an older spooled one of it must
+            # never be replayed over it.
+            for stale in self.spool_dir.glob(f"call-{data['id']}-*.json"):
+                if stale.name.rsplit("-", 1)[0] == f"call-{data['id']}":  # not call-<id>-x-
+                    stale.unlink(missing_ok=True)
+        self._replay_if_pending()
 
     def save_turn(self, call_id: str, turn: dict[str, Any]) -> None:
+        turn = json_safe(turn)
         try:
-            with Session(self.engine) as s, s.begin():
-                s.merge(TurnRow(call_id=call_id, turn=int(turn["turn"]), record=turn))
+            with self._lock:
+                self._merge_turn(call_id, turn)
         except Exception as error:
             self._spool("turn", f"{call_id}-{turn.get('turn')}", {"call_id": call_id, **turn},
                         error)
+            return
+        self._replay_if_pending()
 
+    # -- after a crash ------------------------------------------------------------------------
+
+    def replay_spool(self) -> int:
+        """Write spooled records into the database (calls before turns, oldest first) and
+        remove their files; returns how many were written. Stops at the first record the
+        database still refuses to take; a file that is not JSON is renamed ``*.bad``."""
+        files = sorted(self.spool_dir.glob("call-*.json"), key=_mtime) + \
+            sorted(self.spool_dir.glob("turn-*.json"), key=_mtime)
+        written = 0
+        for path in files:
+            with self._lock:
+                try:
+                    data = json.loads(path.read_text())
+                    if path.name.startswith("call-"):
+                        self._merge_call(self._call_data(CallRecord(**data)))
+                    else:
+                        call_id = data.pop("call_id")
+                        self._merge_turn(call_id, json_safe(data))
+                except FileNotFoundError:
+                    continue  # another process replayed it
+                except (OSError, ValueError, TypeError, KeyError, AttributeError,
+                        IntegrityError) as error:
+                    # Not a record, or one the database can never take (a turn of a call that
+                    # has no row): set aside, not lost, and not retried on every write.
+                    logger.error(f"call store: spooled {path.name} cannot be replayed "
+                                 f"({error}); kept as {path.name}.bad")
+                    path.rename(path.with_name(path.name + ".bad"))
+                    continue
+                except SQLAlchemyError as error:
+                    logger.warning(f"call store: spool replay stopped at {path.name}: {error}")
+                    self._spool_pending = True
+                    return written
+                path.unlink(missing_ok=True)
+                written += 1
+        self._spool_pending = False
+        if written:
+            logger.info(f"call store: {written} spooled record(s) written to the database")
+        return written
+
+    def close_lost_calls(self, worker: str, *, unowned_before: float | None = None
+                         ) -> list[str]:
+        """Close the rows that ``worker`` left open when it died: ``end_reason: worker-lost``,
+        ``ended_at`` the last time the call is known to have been up (its last caller turn,
+        else its answer, else its start). Returns their ids.
+
+        Call it at start-up, before the first call is accepted: every open row of this worker
+        is then a call of its previous life. Rows of other workers are left alone (they may be
+        live). Rows that name no worker (written before workers were recorded) are closed
+        when they started before ``unowned_before`` (a time no call can have lasted since).
+        """
+        closed = []
+        with self._lock, Session(self.engine) as s, s.begin():
+            for row in s.scalars(select(CallRow).where(CallRow.ended_at.is_(None))):
+                owner = (row.context or {}).get("worker")
+                if owner != worker and not (owner is None and unowned_before is not None
+                                            and row.started_at < unowned_before):
+                    continue
+                last = max(row.started_at, row.answered_at or 0.0)
+                for turn in s.scalars(select(TurnRow).where(TurnRow.call_id == row.id)):
+                    spoken = (turn.record or {}).get("speech_end_s")
+                    if isinstance(spoken, int | float):
+                        last = max(last, (row.answered_at or row.started_at) + spoken)
+                row.ended_at = last
+                row.end_reason = WORKER_LOST
+                row.context = {**(row.context or {}), "closed_at_start_by": worker}
+                closed.append(row.id)
+        if closed:
+            logger.warning(f"call store: {len(closed)} call(s) left open by a previous run of "
+                           f"worker {worker} closed as {WORKER_LOST}")
+        return closed
+
+    # -- reads ----------------------------------------------------------------------------------
     def latest(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest calls, newest first, each with its turns as ``ivr simulate`` prints them."""
         with Session(self.engine) as s:
@@ -119,14 +238,50 @@ class CallStore:
 
     @staticmethod
     def _public(row: CallRow, turns: list[dict]) -> dict[str, Any]:
-        return {"call_id": row.id, "sip_call_id": row.sip_call_id, "transport": row.transport,
+        """The row as the API returns it: always JSON-serializable (rows stored before text
+        was escaped may hold lone surrogates; they come back escaped)."""
+        return json_safe({"call_id": row.id, "sip_call_id": row.sip_call_id, "transport": row.transport,
                 "caller_number": row.caller_number, "called_number": row.called_number,
                 "source": row.source, "codec": row.codec,
                 "started_at": _iso(row.started_at), "answered_at": _iso(row.answered_at),
                 "ended_at": _iso(row.ended_at), "end_reason": row.end_reason,
-                "context": row.context or {}, "turns": turns}
+                "context": row.context or {}, "turns": turns})
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _call_data(self, record: CallRecord) -> dict[str, Any]:
+        """The row's values: text escaped, strings cut to their column, the worker stamped."""
+        data = json_safe(asdict(record))
+        for name, length in self._limits.items():
+            if isinstance(data.get(name), str) and len(data[name]) > length:
+                data[name] = data[name][:length]
+        if self.worker and not (data.get("context") or {}).get("worker"):
+            data["context"] = {**(data.get("context") or {}), "worker": self.worker}
+        return data
+
+    def _merge_call(self, data: dict[str, Any]) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(CallRow(**data))
+
+    def _merge_turn(self, call_id: str, turn: dict[str, Any]) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(TurnRow(call_id=call_id, turn=int(turn["turn"]), record=turn))
+
+    def _has_spool(self) -> bool:
+        try:
+            return any(self.spool_dir.glob("*.json"))
+        except OSError:
+            return False
+
+    def _replay_if_pending(self) -> None:
+        if self._spool_pending:
+            try:
+                self.replay_spool()
+            except Exception as error:  # the write that triggered it succeeded all the same
+                logger.error(f"call store: spool replay failed: {error}")
 
     def _spool(self, kind: str, key: str, data: dict[str, Any], error: Exception) -> None:
+        self._spool_pending = True
         logger.error(f"call store: cannot write {kind} {key} ({error}); spooling it")
         try:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -137,3 +292,10 @@ class CallStore:
         except OSError as spool_error:  # last resort: the log holds the record
             logger.critical(f"call store: spool failed too ({spool_error}): "
                             f"{json.dumps(data, default=str)}")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()

@@ -12,6 +12,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tracebacks must never print local variables (caller data, secrets): loguru's ``diagnose``
+# off for any handler added without saying, ours below say it explicitly too.
+os.environ.setdefault("LOGURU_DIAGNOSE", "NO")
 
 
 def _settings(args: argparse.Namespace, **overrides):
@@ -30,7 +33,7 @@ def _quiet_logs(verbose: bool) -> None:
     from loguru import logger
 
     logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if verbose else "WARNING")
+    logger.add(sys.stderr, level="DEBUG" if verbose else "WARNING", diagnose=False)
 
 
 @contextlib.contextmanager
@@ -89,11 +92,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
-    from models.checks import run_checks
     from models.registry import shared_registry
 
     settings = _settings(args)
-    results = run_checks(shared_registry(settings.models))
+    results = shared_registry(settings.models).check()
     width = max(len(r.name) for r in results)
     print(f"{'model':<{width}}  {'device':<14} {'load ms':>8} {'infer ms':>9}  result")
     for r in results:
@@ -164,6 +166,7 @@ def _serve_logs(verbose: bool) -> None:
     logger.remove()
     logger.add(sys.stderr, level="DEBUG" if verbose else "INFO",
                format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} {message}",
+               diagnose=False,  # a traceback shows code, never the values of local variables
                filter=lambda r: r["level"].no >= 30 or (r["name"] or "").startswith(ours))
 
 

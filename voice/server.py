@@ -1,30 +1,41 @@
 """`ivr serve`: the SIP listener and the HTTP server in one process, until SIGTERM.
 
-Models are loaded and warmed before the first INVITE is accepted. On SIGTERM (or SIGINT) new
-INVITEs get 503, calls in progress have ``sip.shutdown_grace_s`` to finish, the rest are ended
-with BYE, and the process exits once every call record is written.
+Models are loaded and warmed before the first INVITE is accepted; before it too, records a
+previous run could not finish are put right (spooled records replayed, this worker's calls left
+open by a crash closed as ``worker-lost``). On SIGTERM (or SIGINT) new INVITEs get 503, calls in
+progress have ``sip.shutdown_grace_s`` to finish, the rest are ended with BYE, and the process
+exits once every call record is written. The HTTP server keeps serving through all of it:
+``/healthz`` answers 503 ``draining`` until the process exits, so a load balancer sees the node
+leave instead of losing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
 import signal
+import socket
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from loguru import logger
 
-from voice.callstore import CallRecord, CallStore
+from handoff.api import BearerAuth
+from voice.callstore import WORKER_LOST, CallRecord, CallStore
 from voice.engines import shared_engines
 from voice.handlers import HandlerFactory
-from voice.http_app import create_app
+from voice.http_app import LOCAL_HOSTS, create_app
 from voice.metrics import IvrMetrics
 from voice.settings import IvrSettings
 from voice.sip.endpoint import CallLeg, SipEngine
 from voice.sip.inbound import InboundCall
 from voice.sip.messages import InviteInfo
-from voice.sip.refusals import RefusalLog
 from voice.sip.transfer import InterceptingHandler, TransferService
 
 
@@ -37,13 +48,65 @@ def desktop_tokens(entries: list[str]) -> dict[str, str]:
     return tokens
 
 
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the IVR's own handler drains the calls while HTTP
+    keeps answering. (``serve()`` wraps itself in ``capture_signals()``, which replaces any
+    handler set on the loop and, on exit, re-raises what it caught; overriding it is the way
+    to keep them ours since uvicorn 0.29. ``install_signal_handlers`` is the older hook.)"""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:
+        pass
+
+
+def worker_identity(settings: IvrSettings) -> str:
+    """Who wrote a call row: ``server.worker_id``, else ``<hostname>:<sip port>`` (two workers
+    on one host cannot listen on the same SIP port)."""
+    return settings.server.worker_id or f"{socket.gethostname()}:{settings.sip.port}"
+
+
+def generated_api_token(path: Path) -> tuple[str, bool]:
+    """The API token kept in ``path``, created (random, mode 0600) when there is none yet;
+    returns it and whether it was just created. A file others can read is narrowed to 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            logger.warning(f"ivr serve: {path} was readable by others; now mode 0600")
+            path.chmod(0o600)
+        token = path.read_text().strip()
+        if token:
+            return token, False
+        path.unlink()
+        return generated_api_token(path)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token, True
+
+
+def default_allowed_hosts(settings: IvrSettings) -> list[str]:
+    """The Host values answered when ``server.allowed_hosts`` is not set: this host by its
+    loopback names and hostname, and the addresses it is configured to be reached at."""
+    hosts = [*LOCAL_HOSTS, socket.gethostname()]
+    for host in (settings.server.http_host, settings.sip.public_address):
+        if host and host not in ("0.0.0.0", "::", ""):
+            hosts.append(host)
+    return hosts
+
+
 class IvrServer:
     def __init__(self, settings: IvrSettings) -> None:
         self.settings = settings
-        self.store = CallStore(settings.server.store_url, settings.server.spool_dir)
+        self.worker = worker_identity(settings)
+        self.store = CallStore(settings.server.store_url, settings.server.spool_dir,
+                               worker=self.worker)
         self.metrics = IvrMetrics()
         self.calls: dict[str, InboundCall] = {}
-        self.refusals = RefusalLog()
         self.shutdown = asyncio.Event()  # the grace period is over: end the calls left
         self._stopping = asyncio.Event()
         self.engine: SipEngine | None = None
@@ -56,12 +119,15 @@ class IvrServer:
         self.pusher = None  # WebhookPusher
         self.transfers: TransferService | None = None
         self._call_tasks: set[asyncio.Task] = set()
+        self.auth: BearerAuth | None = None  # who may read caller data (set up with handoff)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        # Models first: the first caller must not wait for them.
+        # Records first (a previous run may have died mid-call), then models: the first caller
+        # must not wait for them.
+        await asyncio.to_thread(self._recover_records)
         await asyncio.to_thread(self._warm)
         self.engine = SipEngine(self.settings.sip, loop, self._incoming,
                                 frame_ms=self.settings.audio.frame_ms,
@@ -72,12 +138,15 @@ class IvrServer:
             logger.error(f"ivr serve: {error}")
             return 1
         self._setup_handoff()
-        app = create_app(self.store, self.metrics, self.health, self.routers)
-        config = uvicorn.Config(app, host=self.settings.server.http_host,
-                                port=self.settings.server.http_port, log_level="warning",
-                                lifespan="off")
-        self.http = uvicorn.Server(config)
-        self.http.install_signal_handlers = lambda: None  # ours below
+        server = self.settings.server
+        app = create_app(self.store, self.metrics, self.health, self.routers, auth=self.auth,
+                         allowed_hosts=server.allowed_hosts or
+                         default_allowed_hosts(self.settings),
+                         openapi=server.openapi_docs)
+        config = uvicorn.Config(app, host=server.http_host, port=server.http_port,
+                                log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=5)
+        self.http = _HttpServer(config)  # signals stay ours (below), HTTP serves the drain
         http_task = asyncio.create_task(self.http.serve(), name="http")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
@@ -96,15 +165,13 @@ class IvrServer:
               f"{http_port}", flush=True)
         await self._stopping.wait()
         await self._drain()
-        for record in self.refusals.flush():
-            await asyncio.to_thread(self.store.save_call, record)
+        if self.hub is not None:  # agents' pages reconnect to another node
+            await self.hub.aclose()
         self.http.should_exit = True
         await asyncio.gather(http_task, return_exceptions=True)
         await asyncio.to_thread(self.engine.stop)
         if self.pusher is not None:
             await self.pusher.aclose()
-        if self.hub is not None:
-            await self.hub.aclose()
         if self.factory is not None:
             await self.factory.aclose()
         logger.info("ivr serve: stopped")
@@ -141,10 +208,10 @@ class IvrServer:
         from handoff.webhooks import WebhookPusher
 
         cfg = self.settings.handoff
-        self.handoffs = HandoffStore(cfg.db_url, cfg.spool_dir)
+        self.handoffs = HandoffStore(cfg.db_url, cfg.spool_dir)  # replays its spool
         tokens = desktop_tokens([t.get_secret_value() for t in cfg.desktop_tokens])
-        self.routers.append(handoff_router(self.handoffs,
-                                           tokens=list(tokens) if tokens else None))
+        self.auth = self._api_auth(tokens)
+        self.routers.append(handoff_router(self.handoffs, tokens=self.auth))
         if tokens:
             self.hub = DesktopHub(tokens)
             self.routers.append(desktop_router(self.hub))
@@ -162,6 +229,34 @@ class IvrServer:
             self.transfers = TransferService(cfg, self.engine, self.handoffs, self.factory.crm,
                                              hub=self.hub, pusher=self.pusher,
                                              summarizer=summarizer)
+
+    def _api_auth(self, agents: dict[str, str]) -> BearerAuth:
+        """Who may read caller data: ``server.api_tokens`` and the agents' desktop tokens; with
+        neither, the token generated into ``server.api_token_file``. The log names the file,
+        never the token."""
+        tokens = desktop_tokens([t.get_secret_value() for t in self.settings.server.api_tokens])
+        tokens.update(agents)
+        if not tokens:
+            path = Path(self.settings.server.api_token_file).resolve()
+            token, created = generated_api_token(path)
+            tokens[token] = "generated"
+            how = "generated one in" if created else "using the one in"
+            note = (f"ivr serve: no API token configured; {how} {path} (mode 0600): send it "
+                    "as 'Authorization: Bearer <token>' to /api/calls and /api/handoffs")
+            logger.warning(note)
+            print(note, flush=True)
+        return BearerAuth(tokens)
+
+    def _recover_records(self) -> None:
+        """Finish what a previous run left: spooled records into the database, then this
+        worker's calls that were up when it died closed as ``worker-lost`` (an open row of this
+        worker now cannot be a live call: no call is accepted before this returns)."""
+        self.store.replay_spool()
+        longest = self.settings.sip.max_call_s + self.settings.sip.shutdown_grace_s + 300
+        closed = self.store.close_lost_calls(self.worker,
+                                             unowned_before=time.time() - longest)
+        if closed:
+            self.metrics.calls_total.labels(WORKER_LOST).inc(len(closed))
 
     def _warm(self) -> None:
         shared_engines(self.settings)  # ASR, TTS and VAD loaded once, before the first call
@@ -193,28 +288,19 @@ class IvrServer:
         if stats.get("frames_dropped"):
             self.metrics.frames_dropped.inc(stats["frames_dropped"])
 
-    def _refused(self, invite: InviteInfo | None, code: int, why: str) -> None:
-        """Every refusal counted; INVITEs aggregated into a few call records (RefusalLog)."""
-        self.metrics.refused_total.labels(str(code), why).inc()
-        if invite is None:
-            return
-        records = self.refusals.refused(invite, code, why)
-        if any(r.context.get("count") == 1 for r in records):  # a new window: close it later
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.refusals.window_s + 1, self._write_refusals)
-        self._save_refusals(records)
-
-    def _write_refusals(self) -> None:
-        self._save_refusals(self.refusals.expired())
-
-    def _save_refusals(self, records: list[CallRecord]) -> None:
-        loop = asyncio.get_running_loop()
-        for record in records:
-            loop.run_in_executor(None, self.store.save_call, record)
+    def _refused(self, invite: InviteInfo, code: int, why: str) -> None:
+        self.metrics.refused_total.labels(why).inc()
+        record = CallRecord(id=f"refused-{uuid.uuid4().hex[:12]}",
+                            started_at=time.time(), sip_call_id=invite.sip_call_id,
+                            caller_number=invite.caller_number,
+                            called_number=invite.called_number, source=invite.source,
+                            ended_at=time.time(), end_reason=f"refused-{code}",
+                            context={"refusal": why})
+        asyncio.get_running_loop().run_in_executor(None, self.store.save_call, record)
 
     def health(self) -> dict[str, Any]:
         engine = self.engine
-        return {"status": "stopping" if self._stopping.is_set() else "ok",
+        return {"status": "draining" if self._stopping.is_set() else "ok",
                 "calls_active": len(self.calls), "max_calls": self.settings.sip.max_calls,
                 "sip": {"bound": engine.bound if engine else {},
                         "registration": engine.registration if engine else None},

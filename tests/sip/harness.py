@@ -18,6 +18,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 SIPP = shutil.which("sipp")
+#: The API token every test server is configured with (``server.api_tokens``): /api/calls and
+#: /api/handoffs need one.
+API_TOKEN = "test-api-token"
 
 
 def free_port() -> int:
@@ -46,6 +49,7 @@ class IvrProcess:
         config.setdefault("server", {})
         config["server"].setdefault("store_url", f"sqlite:///{workdir / 'ivr.sqlite'}")
         config["server"].setdefault("spool_dir", str(workdir / "spool"))
+        config["server"].setdefault("api_tokens", [API_TOKEN])
         config.setdefault("sip", {})
         config["sip"].setdefault("rtp_port", 20000 + (self.sip_port % 20000))
         self.config_path = workdir / "ivr.yaml"
@@ -82,7 +86,9 @@ class IvrProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def get(self, path: str):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}",
+                                         headers={"Authorization": f"Bearer {API_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
             return json.loads(r.read())
 
     def calls(self, limit: int = 50) -> list[dict]:
