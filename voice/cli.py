@@ -92,10 +92,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
+    from models.checks import run_checks
     from models.registry import shared_registry
 
     settings = _settings(args)
-    results = shared_registry(settings.models).check()
+    results = run_checks(shared_registry(settings.models))
     width = max(len(r.name) for r in results)
     print(f"{'model':<{width}}  {'device':<14} {'load ms':>8} {'infer ms':>9}  result")
     for r in results:

@@ -18,7 +18,6 @@ import secrets
 import signal
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from voice.settings import IvrSettings
 from voice.sip.endpoint import CallLeg, SipEngine
 from voice.sip.inbound import InboundCall
 from voice.sip.messages import InviteInfo
+from voice.sip.refusals import RefusalLog
 from voice.sip.transfer import InterceptingHandler, TransferService
 
 
@@ -107,6 +107,7 @@ class IvrServer:
                                worker=self.worker)
         self.metrics = IvrMetrics()
         self.calls: dict[str, InboundCall] = {}
+        self.refusals = RefusalLog()
         self.shutdown = asyncio.Event()  # the grace period is over: end the calls left
         self._stopping = asyncio.Event()
         self.engine: SipEngine | None = None
@@ -165,6 +166,8 @@ class IvrServer:
               f"{http_port}", flush=True)
         await self._stopping.wait()
         await self._drain()
+        for record in self.refusals.flush():
+            await asyncio.to_thread(self.store.save_call, record)
         if self.hub is not None:  # agents' pages reconnect to another node
             await self.hub.aclose()
         self.http.should_exit = True
@@ -288,15 +291,24 @@ class IvrServer:
         if stats.get("frames_dropped"):
             self.metrics.frames_dropped.inc(stats["frames_dropped"])
 
-    def _refused(self, invite: InviteInfo, code: int, why: str) -> None:
-        self.metrics.refused_total.labels(why).inc()
-        record = CallRecord(id=f"refused-{uuid.uuid4().hex[:12]}",
-                            started_at=time.time(), sip_call_id=invite.sip_call_id,
-                            caller_number=invite.caller_number,
-                            called_number=invite.called_number, source=invite.source,
-                            ended_at=time.time(), end_reason=f"refused-{code}",
-                            context={"refusal": why})
-        asyncio.get_running_loop().run_in_executor(None, self.store.save_call, record)
+    def _refused(self, invite: InviteInfo | None, code: int, why: str) -> None:
+        """Every refusal counted; INVITEs aggregated into a few call records (RefusalLog)."""
+        self.metrics.refused_total.labels(str(code), why).inc()
+        if invite is None:
+            return
+        records = self.refusals.refused(invite, code, why)
+        if any(r.context.get("count") == 1 for r in records):  # a new window: close it later
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.refusals.window_s + 1, self._write_refusals)
+        self._save_refusals(records)
+
+    def _write_refusals(self) -> None:
+        self._save_refusals(self.refusals.expired())
+
+    def _save_refusals(self, records: list[CallRecord]) -> None:
+        loop = asyncio.get_running_loop()
+        for record in records:
+            loop.run_in_executor(None, self.store.save_call, record)
 
     def health(self) -> dict[str, Any]:
         engine = self.engine

@@ -247,8 +247,26 @@ class SipSettings(Section):
                               "and counted: the queue never grows without bound.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="On SIGTERM, calls in progress get "
                                     "this long to finish before they are ended with BYE.")
-    user_agent: str = "voice-ivr"
+    user_agent: str = Field("SIP", description="User-Agent/Server header of our requests and "
+                            "responses. Generic by default: naming the product and version helps "
+                            "a scanner pick exploits.")
     log_level: int = Field(1, ge=0, le=6, description="PJSIP log level (stderr).")
+    refusals_before_ignore: int = Field(20, ge=1, description="Refused requests (403, 400, 488, "
+                                        "...; not a full server's 503) from one source within "
+                                        "refusal_window_s after which it is ignored for ignore_s. "
+                                        "Lower stops a scanner sooner and risks ignoring a "
+                                        "misconfigured trunk for a while.")
+    refusal_window_s: float = Field(10.0, gt=0)
+    ignore_s: float = Field(60.0, ge=0, description="How long an offending source's requests are "
+                            "dropped unanswered.")
+    tcp_max_connections: int = Field(24, ge=1, description="Open SIP TCP/TLS connections in all. "
+                                     "PJSIP's I/O queue in the pjsua2 wheel has 64 handles for "
+                                     "every socket of the process (SIP, and RTP+RTCP per call "
+                                     "leg); more connections are closed at once.")
+    tcp_max_per_source: int = Field(4, ge=1, description="Open SIP TCP/TLS connections from one "
+                                    "address. A trunk or an edge proxy needs one or two.")
+    tcp_first_message_s: float = Field(5.0, gt=0, description="A TCP/TLS connection that sends no "
+                                       "SIP request this long after it opens is closed.")
 
     @model_validator(mode="after")
     def _check(self) -> SipSettings:
@@ -296,7 +314,6 @@ class ServerSettings(Section):
                                   "'<hostname>:<sip.port>'. Set a stable, unique one when the "
                                   "hostname changes on restart (containers) and several workers "
                                   "share a database.")
-
 
 
 class IvrSettings(BaseSettings):
