@@ -37,8 +37,8 @@ class HandoffSettings(BaseModel):
     webhook_urls: list[str] = Field(default_factory=list, description=(
         "URLs the package is POSTed to when a transfer starts (CRM, ticketing, analytics)."))
     webhook_secret: SecretStr = Field(SecretStr(""), description=(
-        "Shared secret of the HMAC-SHA256 signature; receivers check it with "
-        "handoff.webhooks.verify_signature."))
+        "Secret of the Standard Webhooks signature (whsec_<base64>, or any string, used as its "
+        "bytes); receivers verify with the standardwebhooks library."))
     webhook_attempts: int = Field(4, ge=1, le=20, description=(
         "Tries per URL on connection errors and 5xx. More survives longer outages and keeps "
         "a background task alive longer."))

@@ -1,52 +1,60 @@
 """Context push: POST the handoff package to configured URLs, signed, retried, recorded.
 
-Each request carries ``X-IVR-Timestamp`` (Unix seconds) and ``X-IVR-Signature:
-sha256=<hex>``, the HMAC-SHA256 of ``f"{timestamp}.{body}"`` under a shared secret, so that a
-receiver can check both who sent it and that it is fresh (``verify_signature``). Connection
-errors, timeouts and 5xx answers are retried with exponential backoff; a 4xx is final (the
-receiver refused this body; sending it again will not help). Every attempt is recorded in the
-store.
+Requests are signed the Standard Webhooks way (https://www.standardwebhooks.com): headers
+``webhook-id`` (the handoff id and attempt), ``webhook-timestamp`` (Unix seconds) and
+``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``. A receiver verifies with
+the off-the-shelf ``standardwebhooks`` library (Python, JavaScript, Go, Java, ...):
+``Webhook(secret).verify(body, headers)``, which also refuses a request older than five minutes.
+The secret is ``handoff.webhook_secret``: a ``whsec_<base64>`` secret is used as Standard Webhooks
+defines it; any other string is used as its UTF-8 bytes (give receivers
+``webhook_signing_secret(secret)``, the same key in ``whsec_`` form).
+
+Connection errors, timeouts and 5xx answers are retried with stamina's exponential backoff and
+jitter; a 4xx is final (the receiver refused this body; sending it again will not help). Every
+attempt is recorded in the store.
+
+Migration from the first release's ``X-IVR-Timestamp``/``X-IVR-Signature: sha256=<hex>``
+headers: those are no longer sent. Receivers switch to ``standardwebhooks`` verification with the
+same secret (see ``webhook_signing_secret``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import base64
 import json
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import stamina
 from loguru import logger
+from standardwebhooks import Webhook
 
 from handoff.package import HandoffPackage
 from handoff.store import HandoffStore
 
-TIMESTAMP_HEADER = "X-IVR-Timestamp"
-SIGNATURE_HEADER = "X-IVR-Signature"
+ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER = "webhook-id", "webhook-timestamp", \
+    "webhook-signature"
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature header value for ``body`` sent at ``timestamp``."""
-    message = timestamp.encode() + b"." + body
-    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+def signer(secret: str) -> Webhook:
+    """The Standard Webhooks signer/verifier for ``secret`` (``whsec_...`` or a plain string)."""
+    if secret.startswith("whsec_"):
+        return Webhook(secret)
+    return Webhook(secret.encode())
 
 
-def verify_signature(secret: str, timestamp: str | None, body: bytes, header: str | None,
-                     tolerance_s: float = 300.0, *, now: float | None = None) -> bool:
-    """For receivers: True if ``header`` signs ``body`` at ``timestamp`` and the timestamp is
-    within ``tolerance_s`` of now (a replayed old request fails)."""
-    if not timestamp or not header:
-        return False
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        return False
-    if abs((time.time() if now is None else now) - sent) > tolerance_s:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), header)
+def webhook_signing_secret(secret: str) -> str:
+    """``secret`` in the ``whsec_<base64>`` form receivers' libraries take."""
+    if secret.startswith("whsec_"):
+        return secret
+    return "whsec_" + base64.b64encode(secret.encode()).decode()
+
+
+class _Retry(Exception):
+    """An attempt worth repeating (no answer, or a 5xx)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class WebhookPusher:
         if base_delay_s < 0 or max_delay_s < base_delay_s:
             raise ValueError("need 0 <= base_delay_s <= max_delay_s")
         self.urls = list(urls)
-        self.secret = secret
+        self.signer = signer(secret) if secret else None
         self.store = store
         self.attempts = attempts
         self.base_delay_s = base_delay_s
@@ -95,31 +103,45 @@ class WebhookPusher:
     async def _deliver(self, handoff_id: str, url: str, body: bytes) -> DeliveryResult:
         status: int | None = None
         error: str | None = None
-        for attempt in range(1, self.attempts + 1):
-            timestamp = str(int(time.time()))
-            headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
-                       SIGNATURE_HEADER: sign(self.secret, timestamp, body)}
-            retry = False
-            try:
-                answer = await self.client.post(url, content=body, headers=headers)
-                status, error = answer.status_code, None
-                if answer.status_code >= 300:
-                    error = f"HTTP {answer.status_code}: {answer.text[:200]}"
-                retry = answer.status_code >= 500
-            except httpx.TransportError as failure:  # refused, reset, timed out
-                status, error, retry = None, f"{type(failure).__name__}: {failure}", True
-            delivered = error is None
-            # SQLite waits on the disk: off the event loop, which carries the calls' audio.
-            await asyncio.to_thread(self._record, handoff_id, url, attempt, status, error,
-                                    delivered)
-            if delivered:
-                return DeliveryResult(url, True, attempt, status, None)
-            if not retry or attempt == self.attempts:
-                break
-            await asyncio.sleep(min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
+        attempt = 0
+        delivered = False
+        try:
+            async for trying in stamina.retry_context(
+                    on=_Retry, attempts=self.attempts, timeout=None,
+                    wait_initial=self.base_delay_s, wait_max=self.max_delay_s,
+                    wait_jitter=self.base_delay_s / 2):
+                with trying:
+                    attempt += 1
+                    status, error = await self._attempt(handoff_id, url, body, attempt)
+                    delivered = error is None
+                    # SQLite waits on the disk: off the event loop, which carries calls' audio.
+                    await asyncio.to_thread(self._record, handoff_id, url, attempt, status,
+                                            error, delivered)
+                    if not delivered and (status is None or status >= 500):
+                        raise _Retry(error)
+        except _Retry:
+            pass  # attempts used up
+        if delivered:
+            return DeliveryResult(url, True, attempt, status, None)
         logger.error(f"handoff {handoff_id}: webhook {url} failed after {attempt} attempts: "
                      f"{error}")
         return DeliveryResult(url, False, attempt, status, error)
+
+    async def _attempt(self, handoff_id: str, url: str, body: bytes,
+                       attempt: int) -> tuple[int | None, str | None]:
+        """One signed POST: ``(status, error)``; ``error`` is None when delivered."""
+        message_id = f"{handoff_id}.{attempt}"
+        now = datetime.now(UTC)
+        headers = {"Content-Type": "application/json", ID_HEADER: message_id,
+                   TIMESTAMP_HEADER: str(int(now.timestamp())),
+                   SIGNATURE_HEADER: self.signer.sign(message_id, now, body.decode())}
+        try:
+            answer = await self.client.post(url, content=body, headers=headers)
+        except httpx.TransportError as failure:  # refused, reset, timed out
+            return None, f"{type(failure).__name__}: {failure}"
+        if answer.status_code >= 300:
+            return answer.status_code, f"HTTP {answer.status_code}: {answer.text[:200]}"
+        return answer.status_code, None
 
     def _record(self, handoff_id: str, url: str, attempt: int, status: int | None,
                 error: str | None, delivered: bool) -> None:
