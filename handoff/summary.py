@@ -153,6 +153,26 @@ def summarize(package: HandoffPackage, *, identified_by_caller_id: bool = True) 
     return " ".join(sentences)
 
 
+_MONTHS = {m[:3]: m for m in ("January February March April May June July August September "
+                              "October November December").split()}
+_SHORT_DATE = re.compile(r"\b(" + "|".join(_MONTHS) + r") (\d{1,2})\b")
+_COUNTED = re.compile(r"\b(two|three|four|five|six|\d+) (\$[\d,]+\.\d\d) ([A-Za-z][\w -]*? "
+                      r"(?:charges|fees))\b")
+_DOLLARS = re.compile(r"\$(\d[\d,]*)\.(\d\d)\b")
+
+
+def spoken_summary(summary: str) -> str:
+    """The summary as the agent's briefing should say it: TTS reads "Nov 13" as "now 13",
+    "ETA" as a word and "two $59.00" as "$2.59" (heard with Piper and Whisper), so months are
+    spelled out, amounts said in dollars and cents after the count, "ETA" as "due"."""
+    text = _SHORT_DATE.sub(lambda m: f"{_MONTHS[m.group(1)]} {m.group(2)}", summary)
+    # "two $59.00 Headphones charges" is heard as "$2.59": the count and the amount apart.
+    text = _COUNTED.sub(lambda m: f"{m.group(1)} {m.group(3)} of {m.group(2)}", text)
+    text = _DOLLARS.sub(lambda m: f"{m.group(1)} dollars" + (
+        f" {int(m.group(2))} cents" if m.group(2) != "00" else ""), text)
+    return re.sub(r"\bpast its ETA\b", "overdue", text).replace(", ETA ", ", due ")
+
+
 def facts_text(package: HandoffPackage) -> str:
     """Everything a rewrite may say: the facts summary and the values it was built from."""
     parts: list[Any] = [package.summary, package.escalation.reason, package.sentiment.label]

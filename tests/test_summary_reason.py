@@ -395,3 +395,17 @@ def test_the_facts_check_rejects_a_rewrite_that_adds_a_claim_to_the_reason(crm):
     assert "number 120 is not in the facts" in check("Alex Morgan was charged $120 twice.")
     # The spoken-reply check keeps its old rule: the caller's word "refund" backs "refunded".
     assert violations("I've refunded your order.", facts) == []
+
+
+def test_the_briefing_says_dates_and_amounts_as_a_listener_needs_them():
+    from handoff.summary import spoken_summary
+
+    assert spoken_summary(
+        'Alex Morgan (gold tier), matched by caller ID, says: "I was charged twice for the same '
+        'order this month." The account shows two $59.00 Headphones charges on Nov 13. Order '
+        "456712 is past its ETA. Order 456712 looked up: shipped with UPS, ETA Nov 24; a $237.19 "
+        "Late fee on Oct 2.") == (
+        'Alex Morgan (gold tier), matched by caller ID, says: "I was charged twice for the same '
+        'order this month." The account shows two Headphones charges of 59 dollars on November '
+        "13. Order 456712 is overdue. Order 456712 looked up: shipped with UPS, due November 24; "
+        "a 237 dollars 19 cents Late fee on October 2.")
