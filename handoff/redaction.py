@@ -69,8 +69,8 @@ _LONG_RUN = CARD_MIN_DIGITS  # the shortest card number; the final scan removes 
 _NUMBER_WORD = (r"(?:\d{1,4}|zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|"
                 r"twelve|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)\b")
 # A card's expiry date after its keyword, in figures or words: "expiry 12/27", "it expires
-# twelve twenty seven", "valid thru 1227".
-_EXPIRY = re.compile(r"\b(expiry|expiration|expires|exp|valid (?:until|thru|through))"
+# twelve twenty seven", "valid thru 1227"; "expi..." also catches Whisper's "expirary".
+_EXPIRY = re.compile(r"\b(expi[a-z]*|exp|valid (?:until|thru|through))"
                      r"((?:\s+(?:date|is|was|on|in|it's))*)\s*:?\s*"
                      rf"({_NUMBER_WORD}(?:[\s/.,-]+{_NUMBER_WORD})*)", re.I)
 

@@ -74,6 +74,10 @@ def test_the_final_scan_masks_any_long_run_and_refuses_long_integers():
 
 def test_an_expiry_after_its_keyword_and_a_card_with_its_expiry_in_one_breath():
     assert redact("it expires 12/27") == "it expires [expiry redacted]"
+    # As tiny.en wrote a Piper caller's "expiry 12 27":
+    assert redact("the number is [card ending 4444],expirary 1227.") == \
+        "the number is [card ending 4444],expirary [expiry redacted]."
+    assert redact("I expect 2 parcels") == "I expect 2 parcels"
     assert redact("expiry date is twelve twenty seven, thanks") == \
         "expiry date is [expiry redacted], thanks"
     assert redact("my card is 4111 1111 1111 1111 1227") == "my card is [card ending 1111]"

@@ -92,6 +92,66 @@ async def test_a_card_number_never_reaches_the_state_in_clear(crm, classifier):
     assert "4111" not in str(tm.state.to_dict()) and "1234" in str(tm.state.to_dict())
 
 
+async def test_a_masked_card_is_never_read_back_as_an_order_number(crm, classifier):
+    """Whisper's "4,111,..." once came back as "I heard order number 4 1 1, ..."."""
+    for heard in ("It's 4,111,111,111,111,111,111,111,111,111,111,1.",
+                  "four one one one, one one one one, one one one one, one one one one",
+                  "[card ending 1111]"):  # already masked upstream: the marker is no number
+        tm = manager(crm, classifier)
+        await tm.start_call(CallInfo("t"))
+        await tm.handle_turn(turn(1, "where is my order"))
+        reply = await tm.handle_turn(turn(2, heard))
+        assert "card number" in reply.text and "I heard" not in reply.text, reply.text
+        assert reply.expect == Expect.DIGITS and "order_number" not in tm.state.slots
+        assert "1 1 1" not in reply.text and "4111" not in str(tm.state.to_dict())
+        readback = await tm.handle_turn(turn(3, "4 5 6 7 1 2"))  # the real order number
+        assert readback.text == "I heard order number 4 5 6, 7 1 2. Is that right?"
+        assert all("1111111" not in line.text for line in tm.transcript)
+
+
+async def ask_for_card(crm, classifier) -> tuple[TurnManager, object]:
+    tm = manager(crm, classifier)
+    await tm.start_call(CallInfo("t", caller_number=DEMO_PHONE))
+    return tm, await tm.handle_turn(turn(1, "I'd like to pay my bill by card"))
+
+
+async def test_a_card_is_asked_for_by_keypad_and_kept_only_masked(crm, classifier):
+    from handoff.redaction import SECRET_SLOT_KEY
+
+    tm, ask = await ask_for_card(crm, classifier)
+    assert "42 dollars and 50 cents" in ask.text and "keypad" in ask.text
+    assert ask.metadata[SECRET_SLOT_KEY] == "card_number" and ask.expect == Expect.DIGITS
+    card = "4111111111111111"
+    replies = [await tm.handle_dtmf(key) for key in card]
+    # No '#' needed: the 16th key completes a Luhn-valid Visa number.
+    assert replies[:-1] == [None] * 15 and "card ending 1 1 1 1" in replies[-1].text
+    assert SECRET_SLOT_KEY not in replies[-1].metadata  # the keypad entry is over
+    assert tm.state.slots["card_number"] == "[card ending 1111]"
+    assert tm.state.route == "billing" and "card ending 1111" in tm.state.escalation_reason
+    kept = str(tm.state.to_dict()) + " ".join(line.text for line in tm.transcript)
+    assert card not in kept and "41111" not in kept and tm._keyed == ""
+
+
+async def test_keyed_card_entry_ends_with_hash_retries_and_cancels(crm, classifier):
+    from handoff.redaction import SECRET_SLOT_KEY
+
+    tm, _ = await ask_for_card(crm, classifier)
+    await tm.handle_dtmf("4111111111111112")  # one key wrong: fails the Luhn check
+    retry = await tm.handle_dtmf("#")
+    assert "didn't check out" in retry.text and retry.metadata[SECRET_SLOT_KEY] == "card_number"
+    said = await tm.handle_turn(turn(2, "it's 4111 1111 1111 1111"))  # spoken anyway
+    assert "keypad" in said.text and said.metadata[SECRET_SLOT_KEY] == "card_number"
+    assert "4111" not in " ".join(line.text for line in tm.transcript)
+    done = await tm.handle_dtmf("4222222222222#")  # a 13-digit Visa ends with '#'
+    assert "card ending 2 2 2 2" in done.text
+    assert tm.state.slots["card_number"] == "[card ending 2222]"
+    cancelled, _ = await ask_for_card(crm, classifier)
+    await cancelled.handle_dtmf("41")
+    stop = await cancelled.handle_dtmf("*")
+    assert "no card payment" in stop.text and SECRET_SLOT_KEY not in stop.metadata
+    assert cancelled._pending is None and "card_number" not in cancelled.state.slots
+
+
 @pytest.mark.slow
 async def test_a_recorded_caller_gets_their_order_status_end_to_end(settings, crm, classifier):
     tm = manager(crm, classifier)

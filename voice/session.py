@@ -12,6 +12,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.workers.runner import WorkerRunner
 
+from handoff.redaction import SECRET_SLOT_KEY, keypad_only
 from voice.asr import Transcript
 from voice.engines import VoiceEngines, shared_engines
 from voice.frames import SayFrame
@@ -19,7 +20,7 @@ from voice.playout import Interrupted, PlayoutBuffer, PlayoutEvent, PlayoutEvent
 from voice.records import LadderStep, TurnRecord
 from voice.settings import IvrSettings
 from voice.stages import ListenStage, PlayoutStage, RespondStage, SpeakStage
-from voice.turns import CallInfo, EchoTurnHandler, Expect, TurnHandler
+from voice.turns import CallInfo, EchoTurnHandler, Expect, Reply, TurnHandler
 
 TurnCallback = Callable[[TurnRecord], None]
 
@@ -44,6 +45,7 @@ class CallSession:
         self.silero_session = self.engines.silero_session
         self.playout = PlayoutBuffer(transport_rate, settings.audio.frame_ms)
         self.expect = Expect.ANYTHING
+        self.secret_slot: str | None = None  # the secret the flow is collecting, if any
         self.last_interrupted: Interrupted | None = None
         self.hangup_after_reply: int | None = None
         self.replies_in_flight: set[int] = set()  # started by respond, not yet all synthesized
@@ -133,6 +135,21 @@ class CallSession:
         while self.frames_processed < count:
             self._frame_event.clear()
             await self._frame_event.wait()
+    # -- what the flow expects next ---------------------------------------------------------------
+
+    def expect_after(self, reply: Reply) -> None:
+        """The caller's next input is read as ``reply`` asked: digits wait longer, and a
+        keypad-only secret (a card number) pauses ASR until a later reply stops asking."""
+        self.expect = reply.expect
+        slot = reply.metadata.get(SECRET_SLOT_KEY)
+        self.secret_slot = slot if isinstance(slot, str) else None
+
+    @property
+    def asr_paused(self) -> bool:
+        """Caller speech is not transcribed: the flow is taking a secret by keypad (RFC 4733
+        or in-band DTMF), so the secret can never reach a transcript, a record or a log."""
+        return keypad_only(self.secret_slot)
+
 
     # -- models ------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ confirmation, calls typed tools, and never claims an action the CRM did not conf
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -15,11 +16,20 @@ from datetime import date
 from handoff.crm import CrmStore
 from handoff.escalation import EscalationPolicy, TurnObservation
 from handoff.package import TranscriptLine
-from handoff.redaction import SECRET_SLOTS, redact, redact_keyed
+from handoff.redaction import SECRET_SLOT_KEY, SECRET_SLOTS, keypad_only, redact, redact_keyed
 from handoff.state import ActionRecord, CallState, EscalationDecision, IntentRecord
 from intents.classifier import IntentClassifier
 from intents.config import OUT_OF_SCOPE, MenuConfig
-from intents.entities import YesNo, digit_groups, digit_string, yes_or_no
+from intents.entities import (
+    CARD_MAX_DIGITS,
+    CARD_MIN_DIGITS,
+    YesNo,
+    digit_groups,
+    digit_string,
+    is_complete_card,
+    luhn_valid,
+    yes_or_no,
+)
 from intents.llm_fallback import LlmFallback
 from intents.policy import Action, Decision, MenuPolicy
 from intents.signals import Signals, SignalTracker
@@ -32,6 +42,10 @@ GREETING = "Thanks for calling. How can I help you today?"
 ANYTHING_ELSE = "Is there anything else I can help with?"
 HOURS = "We're open Monday to Friday from 8 am to 8 pm, and Saturday from 9 am to 5 pm."
 MAX_SLOT_TRIES = 2
+KEY_IN_CARD = ("To pay it by card, key in the card number on your keypad, then press the hash "
+               "key. Press star to cancel.")
+# A card number the caller said before the flow asked for it arrives masked: "[card ending 1111]".
+_CARD_SAID = re.compile(r"\[card ending \d{4}\]")
 
 
 def spoken_date(day: date) -> str:
@@ -170,6 +184,13 @@ class TurnManager:
         return await self._phrase(reply)
 
     async def handle_dtmf(self, digits: str) -> Reply | None:
+        if self._pending is not None and keypad_only(self._pending.slot):
+            reply = None
+            for key in digits:  # one key per event from the pipeline; a string from a test
+                reply = self._key_secret(key) or reply
+                if self._pending is None or not keypad_only(self._pending.slot):
+                    break
+            return self._said(reply)
         if self._pending is not None:  # keyed digits fill the slot; '#' ends the entry
             if digits != "#":
                 self._keyed += digits
@@ -263,8 +284,9 @@ class TurnManager:
                          expect=Expect.DIGITS)
         if flow == "opening_hours":
             return Reply(text=f"{HOURS} {ANYTHING_ELSE}")
-        if flow == "payment":
-            return self._balance()
+        if flow == "payment":  # "I'd like to pay by card": the balance, then the keypad
+            return self._balance(offer_card=turn is not None and
+                                 re.search(r"\bcard\b", turn.text, re.I) is not None)
         if flow == "address_change":
             result = self._tool("open_case", subject="Address change requested by phone",
                                 customer_id=self.state.customer_id)
@@ -280,6 +302,8 @@ class TurnManager:
     def _continue_slot(self, text: str) -> Reply | None:
         pending = self._pending
         assert pending is not None
+        if keypad_only(pending.slot):  # speech reached us anyway (a transport without the pause)
+            return self._secret_not_by_voice(pending)
         if pending.heard is not None:  # waiting for yes/no on a number read back
             answer = yes_or_no(text)
             corrected = digit_string(text, min_digits=4)
@@ -296,12 +320,17 @@ class TurnManager:
                              expect=Expect.DIGITS)
             return Reply(text=f"Was that {digit_groups(pending.heard)}? Please say yes or no.",
                          expect=Expect.YES_NO)
-        digits = digit_string(text, min_digits=4)
+        digits = digit_string(text, min_digits=4)  # masked markers are never read as digits
         if digits is None:
             pending.tries += 1
             if pending.tries > MAX_SLOT_TRIES:
                 self._pending = None
                 return self._to_queue("general", f"could not get the {pending.slot}", None)
+            if _CARD_SAID.search(text):
+                what = pending.slot.replace("_", " ")
+                return Reply(text=f"That sounded like a card number, and I don't need it. "
+                                  f"Please say the {what}, digit by digit, or key it in "
+                                  f"followed by the hash key.", expect=Expect.DIGITS)
             if len(text.split()) > 6 and pending.tries == 1:
                 return None  # a new request, not an answer: let the classifier have it
             return Reply(text="I didn't catch a number. Please say the order number, digit by "
@@ -344,7 +373,7 @@ class TurnManager:
             line += f", and should arrive on {spoken_date(eta)}"
         return line + "."
 
-    def _balance(self) -> Reply:
+    def _balance(self, offer_card: bool = False) -> Reply:
         if self.state.customer_id is None:
             return self._to_queue("billing", "balance asked by an unidentified caller", None)
         accounts = self.crm.account_numbers(self.state.customer_id)
@@ -355,8 +384,66 @@ class TurnManager:
         if not result.ok or not (result.data or {}).get("found"):
             return self._tool_failed("read your balance")
         cents = result.data["balance_cents"]
-        return Reply(text=f"Your balance is {cents // 100} dollars and {cents % 100} cents. "
-                          f"{ANYTHING_ELSE}")
+        balance = f"Your balance is {cents // 100} dollars and {cents % 100} cents."
+        if offer_card and cents > 0:
+            return self._ask_keyed_secret("card_number", f"{balance} {KEY_IN_CARD}")
+        return Reply(text=f"{balance} {ANYTHING_ELSE}")
+
+    # -- secrets by keypad ----------------------------------------------------------------------------
+
+    def _ask_keyed_secret(self, slot: str, text: str) -> Reply:
+        """Ask for a keypad-only secret: the reply names the slot, and the pipeline stops
+        transcribing the caller until a reply no longer does."""
+        if self._pending is None or self._pending.slot != slot:
+            self._pending = _Pending(slot)
+        self._keyed = ""
+        return Reply(text=text, expect=Expect.DIGITS, metadata={SECRET_SLOT_KEY: slot})
+
+    def _secret_not_by_voice(self, pending: _Pending) -> Reply:
+        pending.tries += 1
+        if pending.tries > MAX_SLOT_TRIES:
+            return self._stop_keyed_secret(pending, "could not take the card number by keypad")
+        return self._ask_keyed_secret(pending.slot, "For your security, please use your keypad "
+                                      "for the card number, not your voice, then press the "
+                                      "hash key. Press star to cancel.")
+
+    def _key_secret(self, key: str) -> Reply | None:
+        """One key of a card number: '*' cancels, '#' or a complete card number ends it.
+        The digits live only in ``_keyed`` until the entry ends; only a masked marker is kept."""
+        pending = self._pending
+        assert pending is not None
+        if key == "*":
+            self._pending, self._keyed = None, ""
+            self._keyed_line("[card entry cancelled]")
+            return Reply(text=f"All right, no card payment for now. {ANYTHING_ELSE}")
+        if key != "#":
+            self._keyed += key
+            if not is_complete_card(self._keyed) and len(self._keyed) < CARD_MAX_DIGITS:
+                return None
+        keyed, self._keyed = self._keyed, ""
+        secret = SECRET_SLOTS[pending.slot]
+        masked = redact_keyed(keyed, asked_for=secret)
+        self._keyed_line(masked)
+        if not (CARD_MIN_DIGITS <= len(keyed) <= CARD_MAX_DIGITS and luhn_valid(keyed)):
+            pending.tries += 1
+            if pending.tries > MAX_SLOT_TRIES:
+                return self._stop_keyed_secret(pending, "the keyed card number did not check out")
+            return self._ask_keyed_secret(pending.slot, "That card number didn't check out. "
+                                          "Please key it again, then press the hash key.")
+        self._pending = None
+        self.state.slots[pending.slot] = masked  # "[card ending 1111]": never the number
+        last_four = " ".join(masked[-5:-1])
+        # No payment tool exists here: a colleague takes the payment, and the IVR says so.
+        reply = self._to_queue("billing", f"card payment: {masked} keyed in", None)
+        reply.text = f"Thank you, I have the card ending {last_four}. {reply.text}"
+        self._decide(None, "", Signals(False, 0.0, False, (), None), request=True)
+        return reply
+
+    def _stop_keyed_secret(self, pending: _Pending, reason: str) -> Reply:
+        self._pending, self._keyed = None, ""
+        reply = self._to_queue("billing", reason, None)
+        self._decide(None, "", Signals(False, 0.0, False, (), None), request=True)
+        return reply
 
     async def _phrase(self, reply: Reply) -> Reply:
         """Let the LLM rewrite a factual reply, if one is configured; keep it only if it passes."""

@@ -4,6 +4,10 @@ Reads top to bottom as the audio goes: each transport frame is resampled to 16 k
 frames, judged speech or not, and fed to the turn segmenter. At the early pause the turn's voiced
 audio goes to ASR speculatively; the transcript sets how long to wait for confirmation; the
 confirmed turn is pushed downstream. Caller speech while our reply plays stops the reply.
+
+While the flow takes a card number by keypad (``CallSession.asr_paused``), no audio goes to ASR:
+the caller's speech still ends turns and can barge in, but it is never transcribed, so a card
+read aloud cannot reach a transcript, a record or a log; keys arrive as DTMF frames.
 """
 
 from __future__ import annotations
@@ -25,12 +29,12 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from handoff.redaction import redact
 from intents.dtmf import DtmfDetector
-from intents.entities import mask_card_numbers
 from voice.asr import Transcript
 from voice.audio import ASR_SAMPLE_RATE, StreamResampler
 from voice.endpointing import TurnEvent, TurnEventKind, TurnSegmenter, required_silence_ms
-from voice.frames import CallerTurnFrame, ResumeReplyFrame
+from voice.frames import CallerTurnFrame, ResumeReplyFrame, SayFrame
 from voice.records import TurnRecord, TurnTimes
 from voice.turns import CallerTurn, Expect
 from voice.vad import SpeechDetector
@@ -43,6 +47,9 @@ BACKCHANNELS = frozenset({"", "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hm
 
 
 _KEYPAD = frozenset(entry.value for entry in KeypadEntry)
+# Said when the caller talks while a card number is being keyed (the words are not transcribed).
+USE_THE_KEYPAD = "For your security, please key the card number on your keypad, not by voice."
+_REMIND_AFTER_SPEECH_S = 0.6  # shorter sounds (a cough, "uh") get no reminder
 
 
 def is_backchannel(text: str) -> bool:
@@ -73,6 +80,7 @@ class ListenStage(FrameProcessor):
         self._barged = False
         self._turn_index = 0
         self._asr_overruns = 0
+        self._key_at_s = -1.0  # stream time of the last keypad key (RFC 4733 or in-band)
 
     # -- frames -------------------------------------------------------------------------------
 
@@ -84,6 +92,7 @@ class ListenStage(FrameProcessor):
             await self._finish()
             await self.push_frame(frame, direction)
         elif isinstance(frame, InputDTMFFrame):
+            self._key_at_s = self.stream_s
             await self.push_frame(frame, direction)
         else:
             await self.push_frame(frame, direction)
@@ -98,6 +107,7 @@ class ListenStage(FrameProcessor):
             if key is not None and key in _KEYPAD:  # pipecat has no A-D keys
                 # Not the key itself: callers key card numbers and PINs.
                 logger.debug(f"{self.session.call_id}: in-band DTMF key detected")
+                self._key_at_s = self.stream_s
                 await self.push_frame(InputDTMFFrame(button=KeypadEntry(key)))
         wide = self.resampler.process(samples)
         if len(self._pending16):
@@ -149,6 +159,8 @@ class ListenStage(FrameProcessor):
         return audio[: max(0, end)]
 
     def _start_asr(self, event: TurnEvent) -> None:
+        if self.session.asr_paused:
+            return  # a card number is being keyed: the turn's audio is never transcribed
         self._asr_generation += 1
         generation = self._asr_generation
         audio = self._voiced_audio(event.speech_end_s)
@@ -159,20 +171,23 @@ class ListenStage(FrameProcessor):
     async def _run_asr(self, generation: int, audio: np.ndarray, started: float,
                        event: TurnEvent) -> None:
         transcript = await self.session.transcribe(audio)
-        if generation != self._asr_generation:
-            return  # the caller went on talking; a later pause transcribes again
+        if generation != self._asr_generation or self.session.asr_paused:
+            return  # the caller went on talking, or a keypad entry began: no text from it
         self._speculative = (generation, transcript, started, time.perf_counter())
         expect_digits = self.session.expect == Expect.DIGITS
         wait = required_silence_ms(transcript.text, self.session.settings.turn,
                                    expect_digits=expect_digits)
         if not transcript.text:
             wait = self.session.settings.turn.confirm_silence_ms
-        logger.debug(f"{self.session.call_id}: heard {mask_card_numbers(transcript.text)!r} in "
+        logger.debug(f"{self.session.call_id}: heard {redact(transcript.text)!r} in "
                      f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait:.0f} ms silence")
         for ended in self.segmenter.set_required_silence(wait, self.stream_s):
             await self._on_turn_event(ended)
 
     async def _end_turn(self, event: TurnEvent) -> None:
+        if self.session.asr_paused:
+            await self._untranscribed_turn(event)
+            return
         confirmed = time.perf_counter()
         if event.forced or self._speculative is None:
             if not event.forced and self._asr_task is not None and not self._asr_task.done():
@@ -193,15 +208,15 @@ class ListenStage(FrameProcessor):
         text = transcript.text.strip()
         if not text or (barged and is_backchannel(text)):
             logger.info(f"{self.session.call_id}: no turn "
-                        f"({transcript.dropped or repr(mask_card_numbers(text))})")
+                        f"({transcript.dropped or repr(redact(text))})")
             if barged and self.session.settings.barge_in.resume_on_backchannel and \
                     self.session.last_interrupted is not None:
                 await self.push_frame(ResumeReplyFrame(self.session.last_interrupted.reply_id))
             return
         self._turn_index += 1
-        # Records and logs never hold a card number in clear; the turn handler gets the words
-        # as heard (a payment flow must see them) and masks what it keeps.
-        record = TurnRecord(index=self._turn_index, caller_text=mask_card_numbers(text),
+        # Records and logs never hold a card number (nor an expiry, CVV, PIN...) in clear; the
+        # turn handler gets the words as heard and redacts what it keeps.
+        record = TurnRecord(index=self._turn_index, caller_text=redact(text),
                             speech_start_s=event.speech_start_s, speech_end_s=event.speech_end_s,
                             times=TurnTimes(speech_end=speech_end_wall, asr_start=asr_start,
                                             asr_end=asr_end, confirmed=confirmed),
@@ -219,6 +234,20 @@ class ListenStage(FrameProcessor):
                           barge_in=barged,
                           interrupted_reply=interrupted.sentence if interrupted else None)
         await self.push_frame(CallerTurnFrame(turn=turn))
+
+    async def _untranscribed_turn(self, event: TurnEvent) -> None:
+        """Speech while a card number is keyed: dropped unheard, with a reminder to use the
+        keypad unless it was only a short sound or came with keys (in-band tones)."""
+        self._asr_generation += 1  # a transcription started before the pause is discarded
+        self._speculative = None
+        self._drop_turn_audio()
+        self._barged = False
+        spoke_s = event.speech_end_s - event.speech_start_s
+        keyed = self._key_at_s >= event.speech_start_s - self.frame_s
+        logger.info(f"{self.session.call_id}: {spoke_s:.1f} s of speech during keypad entry, "
+                    f"not transcribed")
+        if spoke_s >= _REMIND_AFTER_SPEECH_S and not keyed:
+            await self.push_frame(SayFrame(text=USE_THE_KEYPAD))
 
     def _extra_wait_ms(self, text: str) -> float:
         turn = self.session.settings.turn

@@ -65,6 +65,7 @@ class RespondStage(FrameProcessor):
         elif isinstance(frame, InputDTMFFrame):
             reply = await self.session.handler.handle_dtmf(str(frame.button.value))
             if reply is not None:
+                self.session.expect_after(reply)
                 self._start_answer(turn_index=0, reply=reply)
         elif isinstance(frame, ResumeReplyFrame):
             await self._resume(frame.reply_id)
@@ -99,7 +100,7 @@ class RespondStage(FrameProcessor):
             self.session.turn_done(turn.index)
             return
         record.nlu_ms = reply.nlu_ms
-        self.session.expect = reply.expect
+        self.session.expect_after(reply)
         self._start_answer(turn.index, reply)
 
     def _start_answer(self, turn_index: int, reply: Reply) -> None:
