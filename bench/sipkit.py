@@ -55,7 +55,7 @@ class UnsafeMessage(ValueError):
 _TOKEN = re.compile(rb"[A-Za-z0-9_.\-]+")
 _DOTTED_DIGITS = re.compile(rb"\d+(?:\.\d+)+")
 _BRACKETED = re.compile(rb"\[[0-9A-Za-z:.%]*\]")
-_BRANCH_BEFORE = re.compile(rb"(?i)branch\s*=\s*$")
+_BRANCH_BEFORE = re.compile(rb"(?i)(?:branch|tag)\s*=\s*$")  # identifiers, never resolved
 
 
 def _is_loopback_quad(host: bytes) -> bool:
@@ -97,8 +97,8 @@ _NAME = re.compile(rb"(?:[A-Za-z0-9_\-]+\.)+[A-Za-z0-9_\-]+")
 
 def _needs_rewrite(data: bytes, match: re.Match) -> bool:
     """Whether a token (a maximal run of host characters) is an address to take out: an IPv4
-    literal outside 127/8, or a dotted name. Never resolved, so left alone: Via branch values,
-    URI user parts and Call-IDs."""
+    literal outside 127/8, or a dotted name. Never resolved, so left alone: branch and tag
+    values, URI user parts and Call-IDs."""
     token = match.group(0)
     if not _NAME.fullmatch(token) or _is_loopback_quad(token) or token == b"0.0.0.0":
         return False
@@ -980,20 +980,20 @@ def fuzz(target: tuple[str, int], *, count: int, seed: int, rate: float = 100.0,
                         holder.close()
                     holder = RawCall(target, allowed_host, caller=b"+15550009999")
                     stats.calls_placed += 1
-                    if holder.invite(timeout_s=5.0) >= 300:
+                    if not 200 <= holder.invite(timeout_s=5.0) < 300:
                         holder.close()
                         holder = None
-                        continue
-                holder.cseq += 1
-                base = holder.invite_bytes()
-                holder.cseq -= 1
-                message = _draw(mutator, base, stats)
-                code = holder.reinvite(message, timeout_s=1.0)
-                holder.poll(0.0)
-                stats.reinvites += 1
-                stats.reinvite_codes[code] += 1
-                stats.sent += 1
-                continue
+                if holder is not None:
+                    holder.cseq += 1
+                    base = holder.invite_bytes()
+                    holder.cseq -= 1
+                    message = _draw(mutator, base, stats)
+                    code = holder.reinvite(message, timeout_s=1.0)
+                    holder.poll(0.0)
+                    stats.reinvites += 1
+                    stats.reinvite_codes[code] += 1
+                    stats.sent += 1
+                    continue
             agent = agents[mutator.rng.randrange(len(agents))]
             base = invite_message(target, agent.host, agent.port, agent.media_port,
                                   call_id=b"fuzz-%d-%d" % (seed, i), caller=b"+1555%07d" % i,

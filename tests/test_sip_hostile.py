@@ -37,11 +37,6 @@ CONFIG = {
             "allow_from": ["127.0.0.1/32", "127.0.0.3/32", "127.0.0.4/32"]},
 }
 
-needs_loopback_aliases = pytest.mark.skipif(
-    not sipkit.loopback_aliases_work("127.0.0.2"),
-    reason="sending from 127.0.0.2 needs Linux's whole-127/8 loopback")
-
-
 # ---------------------------------------------------------------------------------------------
 # Fast: the corpus, the rewriter and the guard (no server)
 
@@ -245,21 +240,21 @@ def test_after_the_corpus_the_process_is_alive_and_a_good_call_completes(server,
 def test_after_the_corpus_the_call_records_read_back_intact(server, corpus_run):
     """/api/calls answers 200 with every record, invalid UTF-8 included (stored escaped); the
     row of a call whose Call-ID is not UTF-8 reached the store, not only the spool; every
-    refusal is counted in Prometheus."""
+    refusal is counted in Prometheus; no record is left open (rows of a worker that died are
+    closed when the next one starts)."""
     server.ensure_alive()
     wait_until(lambda: server.calls_active() == 0, 20)
     status, calls = server.api_calls(500)
     assert status == 200, calls
-    by_caller = {}
+    by_caller: dict[str, list] = {}
     for call in calls:
-        assert call["id"] and call["started_at"]
+        assert call["call_id"] and call["started_at"]
         by_caller.setdefault(call["caller_number"], []).append(call)
-    entry = {e.name: e for e in CORPUS}
-    for name in ("from_bad_utf8", "from_bad_utf8_refused", "from_bad_utf8_full"):
-        number = re.search(rb"sip:(\+\d+)@", entry[name].data).group(1).decode()
-        assert number in by_caller, f"no record of {name} ({number})"
-        for call in by_caller[number]:
-            assert call["caller_name"] is None or "Morgan" in call["caller_name"]
+    data = next(e for e in CORPUS if e.name == "from_bad_utf8").data
+    number = re.search(rb"sip:(\+\d+)@", data).group(1).decode()
+    assert number in by_caller, "no record of the call whose From display name has FF FE FD"
+    assert "+19999999999" not in by_caller, \
+        "a P-Asserted-Identity injected through U+2028 in a display name was believed"
     assert any((c["sip_call_id"] or "").startswith("hostile-callid-bad-utf8-") for c in calls), \
         "the call with a non-UTF-8 Call-ID has no row in the store"
     spool = server.workdir / "spool"

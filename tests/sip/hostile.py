@@ -188,9 +188,11 @@ def run_corpus(entries: list[Entry], target: Target, *, max_calls: int,
                     wait_until(lambda: target.calls_active() == 0, 15.0)
         finally:
             for holder in holders:
-                if target.alive() and holder.to is not None:
-                    holder.bye(timeout_s=3.0)
-                holder.close()
+                try:
+                    if target.alive() and holder.to is not None:
+                        holder.bye(timeout_s=3.0)
+                finally:
+                    holder.close()
             agent.close()
             if target.alive():
                 wait_until(lambda: target.calls_active() == 0, 15.0)
