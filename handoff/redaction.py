@@ -86,8 +86,6 @@ def redact(text: str, *, asked_for: Secret | None = None) -> str:
     had just asked for, if any (then the caller's whole answer is that secret)."""
     if asked_for in (Secret.PASSWORD, Secret.SECURITY_ANSWER, Secret.EXPIRY):
         return _marker(asked_for) if text.strip() else text
-    if asked_for is not None:  # a number was asked for: every number in the answer is it
-        text = replace_runs(text, lambda d: _marker(asked_for, d) if len(d) >= 3 else None)
     text = mask_card_numbers(text)
     text = _EXPIRY.sub(lambda m: f"{m.group(1)}{m.group(2)} {_marker(Secret.EXPIRY)}", text)
     text = _SSN_WRITTEN.sub(_marker(Secret.SSN), text)
@@ -100,6 +98,9 @@ def redact(text: str, *, asked_for: Secret | None = None) -> str:
                 last = end
                 break
     text = "".join(out) + text[last:]
+    if asked_for is not None:  # a number was asked for: every other number in the answer is it
+        # (after the keyword rules: "my PIN is 4 3 2 1" said while a card is asked for is a PIN)
+        text = replace_runs(text, lambda d: _marker(asked_for, d) if len(d) >= 3 else None)
     return _PHRASE.sub(_phrase_marker, text)
 
 
