@@ -215,14 +215,13 @@ class LlmSummarizer:
               "sentences. Use only the facts given. Do not add numbers, names, dates or actions.")
 
     def __init__(self, base_url: str, *, model: str = "local", timeout_s: float = 3.0,
-                 api_key: str = "not-needed") -> None:
-        from openai import AsyncOpenAI
+                 api_key: str | None = None) -> None:
+        from models.llm_client import chat_client
 
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         # One try: a retry would not fit the transfer's wait, the facts version is ready anyway.
-        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s,
-                                  max_retries=0)
+        self.client = chat_client(base_url, api_key=api_key, timeout_s=timeout_s)
         self.model = model
         self.timeout_s = timeout_s
 

@@ -200,9 +200,9 @@ def _llm(name: str, registry: ModelRegistry) -> CheckResult:
 
 
 def _chat(base_url: str) -> str:
-    from openai import OpenAI
+    from models.llm_client import sync_chat_client
 
-    client = OpenAI(base_url=base_url, api_key="not-needed")
+    client = sync_chat_client(base_url)
     model = client.models.list().data[0].id
     reply = client.chat.completions.create(
         model=model, max_tokens=LLM_MAX_TOKENS, temperature=0,

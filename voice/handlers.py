@@ -7,7 +7,8 @@ each call gets its own handler (its own conversation state) over them.
 from __future__ import annotations
 
 from voice.settings import IvrSettings
-from voice.turns import EchoTurnHandler, LlmTurnHandler, TurnHandler
+from intents.dialogue.simple import EchoTurnHandler, LlmTurnHandler
+from intents.dialogue.turns import TurnHandler
 
 
 class HandlerFactory:
@@ -64,13 +65,11 @@ class HandlerFactory:
         if settings.call.llm_phrasing:
             phraser = LlmPhraser(settings.models.llm_url)
         if settings.call.llm_answers:
-            from openai import AsyncOpenAI
-
+            from models.llm_client import chat_client
             from voice.agent import LlmAgent
             from voice.tools import Tools
 
-            agent = LlmAgent(AsyncOpenAI(base_url=settings.models.llm_url,
-                                         api_key="not-needed"), Tools(parts["crm"]))
+            agent = LlmAgent(chat_client(settings.models.llm_url), Tools(parts["crm"]))
         from handoff.escalation import EscalationPolicy
 
         return TurnManager(parts["menu"], parts["classifier"], parts["crm"], parts["embedder"],

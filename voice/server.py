@@ -26,6 +26,9 @@ import uvicorn
 from loguru import logger
 
 from handoff.api import BearerAuth
+from handoff.publish import HandoffPublisher
+from handoff.transfer import WarmTransfer
+from voice.app.call import Call
 from voice.callstore import WORKER_LOST, CallRecord, CallStore
 from voice.engines import shared_engines
 from voice.handlers import HandlerFactory
@@ -33,10 +36,9 @@ from voice.http_app import LOCAL_HOSTS, create_app
 from voice.metrics import IvrMetrics
 from voice.settings import IvrSettings
 from voice.sip.endpoint import CallLeg, SipEngine
-from voice.sip.inbound import InboundCall
 from voice.sip.messages import InviteInfo
 from voice.sip.refusals import RefusalLog
-from voice.sip.transfer import InterceptingHandler, TransferService
+from voice.sip.line import SipAgentLine, SipCallLine
 
 
 def desktop_tokens(entries: list[str]) -> dict[str, str]:
@@ -106,7 +108,7 @@ class IvrServer:
         self.store = CallStore(settings.server.store_url, settings.server.spool_dir,
                                worker=self.worker)
         self.metrics = IvrMetrics()
-        self.calls: dict[str, InboundCall] = {}
+        self.calls: dict[str, Call] = {}
         self.refusals = RefusalLog()
         self.shutdown = asyncio.Event()  # the grace period is over: end the calls left
         self._stopping = asyncio.Event()
@@ -118,7 +120,7 @@ class IvrServer:
         self.handoffs = None  # HandoffStore
         self.hub = None  # DesktopHub
         self.pusher = None  # WebhookPusher
-        self.transfers: TransferService | None = None
+        self.publisher: HandoffPublisher | None = None  # warm transfers, when set up
         self._call_tasks: set[asyncio.Task] = set()
         self.auth: BearerAuth | None = None  # who may read caller data (set up with handoff)
 
@@ -229,9 +231,8 @@ class IvrServer:
 
             summarizer = LlmSummarizer(self.settings.models.llm_url)
         if self.factory is not None and self.factory.crm is not None:
-            self.transfers = TransferService(cfg, self.engine, self.handoffs, self.factory.crm,
-                                             hub=self.hub, pusher=self.pusher,
-                                             summarizer=summarizer)
+            self.publisher = HandoffPublisher(cfg, self.handoffs, self.factory.crm, hub=self.hub,
+                                              pusher=self.pusher, summarizer=summarizer)
 
     def _api_auth(self, agents: dict[str, str]) -> BearerAuth:
         """Who may read caller data: ``server.api_tokens`` and the agents' desktop tokens; with
@@ -255,7 +256,7 @@ class IvrServer:
         worker's calls that were up when it died closed as ``worker-lost`` (an open row of this
         worker now cannot be a live call: no call is accepted before this returns)."""
         self.store.replay_spool()
-        longest = self.settings.sip.max_call_s + self.settings.sip.shutdown_grace_s + 300
+        longest = self.settings.call.max_call_s + self.settings.sip.shutdown_grace_s + 300
         closed = self.store.close_lost_calls(self.worker,
                                              unowned_before=time.time() - longest)
         if closed:
@@ -268,13 +269,9 @@ class IvrServer:
     # -- calls -------------------------------------------------------------------------------------
 
     def _incoming(self, leg: CallLeg) -> None:
-        handler = self.factory.new()
-        transfers = self.transfers
-        if transfers is not None:
-            handler = InterceptingHandler(handler)
-        call = InboundCall(leg, self.settings, handler, self.store, shutdown=self.shutdown,
-                           transfer=transfers.start if transfers else None,
-                           on_finished=transfers.call_ended if transfers else None)
+        line = SipCallLine(leg, self.settings.sip)
+        call = Call(line, self.settings, self.factory.new(), self.store, shutdown=self.shutdown,
+                    transfer=self._transfer if self.publisher is not None else None)
         call.on_turn_hooks = [self.metrics.observe_turn]
         self.calls[call.call_id] = call
         self.metrics.calls_active.inc()
@@ -283,7 +280,12 @@ class IvrServer:
         task.add_done_callback(self._call_tasks.discard)
         task.add_done_callback(lambda _t: self._ended(call))
 
-    def _ended(self, call: InboundCall) -> None:
+    def _transfer(self, call: Call) -> WarmTransfer:
+        cfg = self.settings.handoff
+        return WarmTransfer(call, SipAgentLine(self.engine), self.publisher, cfg.agent_uris,
+                            mode=cfg.transfer_mode, ring_timeout_s=cfg.ring_timeout_s)
+
+    def _ended(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
         self.metrics.calls_active.dec()
         self.metrics.calls_total.labels(call.record.end_reason or "unknown").inc()
@@ -318,6 +320,6 @@ class IvrServer:
                         "registration": engine.registration if engine else None},
                 "transfers": {"agents": len(self.settings.handoff.agent_uris),
                               "mode": self.settings.handoff.transfer_mode,
-                              "enabled": self.transfers is not None},
+                              "enabled": self.publisher is not None},
                 "desktop": self.hub is not None,
                 "uptime_s": round(time.time() - self.started_at, 1)}

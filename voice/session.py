@@ -50,6 +50,8 @@ class CallSession:
         self.hangup_after_reply: int | None = None
         self.replies_in_flight: set[int] = set()  # started by respond, not yet all synthesized
         self.hangup_requested = asyncio.Event()
+        self.transfer_after_reply: tuple[int, str] | None = None  # (reply id, queue)
+        self._transfer_route: asyncio.Future[str] | None = None
         self.turns: dict[int, TurnRecord] = {}
         self._emitted: set[int] = set()
         self._heard: dict[int, list[str]] = {}  # reply id -> sentences played in full
@@ -109,15 +111,23 @@ class CallSession:
         return pcm
 
     def pull_audio_threadsafe(self) -> bytes:
-        """``pull_audio`` for a transport clocked on another thread (PJSIP's media thread):
-        takes the frame without blocking and hands the playout events to the loop."""
+        """``pull_audio`` for a transport clocked on any thread (PJSIP's media thread): takes
+        the frame without blocking and hands the playout events to the loop."""
         pcm, events = self.playout.pull()
-        if events and self._loop is not None:
+        if events and self._loop is not None and self._on_loop_thread():
+            self._on_playout_events(events)
+        elif events and self._loop is not None:
             try:
                 self._loop.call_soon_threadsafe(self._on_playout_events, events)
             except RuntimeError:  # the loop is closed: the call is over
                 pass
         return pcm
+
+    def _on_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # no loop on this thread: PJSIP's clock
+            return False
 
     def _on_playout_events(self, events: list[PlayoutEvent]) -> None:
         for event in events:
@@ -126,6 +136,50 @@ class CallSession:
     @property
     def bot_speaking(self) -> bool:
         return self.playout.playing
+    @property
+    def caller_speaking(self) -> bool:
+        return self.listen.in_turn
+
+    @property
+    def busy(self) -> bool:
+        """Someone is talking or a reply is on its way: the line is not idle."""
+        return self.bot_speaking or self.caller_speaking or bool(self.replies_in_flight)
+
+    @property
+    def reply_pending(self) -> bool:
+        """A turn still awaits its reply's first words, or a reply is still being synthesized."""
+        unanswered = any(r.times.first_text is None and not self.is_written(r.index)
+                         for r in self.turns.values())
+        return unanswered or bool(self.replies_in_flight)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing said, being said or to be written: a simulated caller may hang up."""
+        return not self.bot_speaking and not self.caller_speaking \
+            and len(self._emitted) == len(self.turns)
+
+    async def asr_settled(self) -> None:
+        await self.listen.asr_settled()
+
+    async def wait_quiet(self) -> None:
+        """Until no reply is playing or on its way."""
+        while self.bot_speaking or self.replies_in_flight:
+            await asyncio.sleep(0.05)
+
+    async def transfer_requested(self) -> str:
+        """The queue the caller is to be handed to, once the reply that said so was heard (or
+        cut short by the caller: the decision stands)."""
+        if self._transfer_route is None:
+            self._transfer_route = asyncio.get_running_loop().create_future()
+        return await self._transfer_route
+
+    def _transfer_now(self) -> None:
+        route = self.transfer_after_reply[1]
+        self.transfer_after_reply = None
+        if self._transfer_route is None:
+            self._transfer_route = asyncio.get_running_loop().create_future()
+        if not self._transfer_route.done():
+            self._transfer_route.set_result(route)
 
     def on_caller_frame_processed(self) -> None:
         self.frames_processed += 1
@@ -198,6 +252,8 @@ class CallSession:
                 self._emit(record.index)
             if self.hangup_after_reply == event.reply_id:
                 self.hangup_requested.set()
+            if self.transfer_after_reply and self.transfer_after_reply[0] == event.reply_id:
+                self._transfer_now()
 
     def on_interrupted(self, interrupted: Interrupted | None, unheard: set[int]) -> None:
         """Barge-in: the reply playing was cut, and replies queued behind it were dropped."""
@@ -206,6 +262,8 @@ class CallSession:
             if index > 0 and index in self.turns:
                 self.turns[index].reply_interrupted = True
                 self._emit(index)
+        if self.transfer_after_reply is not None:  # "please hold" talked over: still transfer
+            self._transfer_now()
         if interrupted is None:
             return
         self.last_interrupted = interrupted

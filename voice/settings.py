@@ -6,6 +6,7 @@ Environment variables use the prefix ``IVR_`` and ``__`` between levels, for exa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,10 +149,10 @@ class BudgetSettings(Section):
 
 
 class CallSettings(Section):
-    """Conversation-level choices."""
+    """The conversation and the limits of one call, whatever the transport."""
 
     handler: Literal["echo", "llm", "manager"] = Field(
-        "echo", description="'manager': the intent-driven turn manager with CRM tools; 'echo' "
+        "manager", description="'manager': the intent-driven turn manager with CRM tools; 'echo' "
         "repeats what was understood (the latency benchmark's handler); 'llm' answers with the "
         "configured LLM alone.")
     menu: str | None = Field(None, description="Menu YAML for the turn manager; None: the shipped "
@@ -171,6 +172,14 @@ class CallSettings(Section):
         "sentences. Never invent account details.",
         description="System prompt of the 'llm' handler.")
     llm_max_tokens: int = Field(60, description="Reply length cap for the 'llm' handler.")
+    max_call_s: float = Field(1800.0, gt=0, description="A call longer than this is ended with a "
+                              "goodbye and BYE.")
+    max_silence_s: float = Field(20.0, gt=0, description="Caller silence (no speech, no keys) "
+                                 "after which the IVR says goodbye and hangs up.")
+    goodbye_silence: str = Field("I haven't heard anything for a while, so I'll end the call "
+                                 "now. Please call again any time. Goodbye.")
+    goodbye_max_duration: str = Field("We've reached the time limit for this call. Please call "
+                                      "again if you need more help. Goodbye.")
 
 
 class SipSettings(Section):
@@ -216,14 +225,6 @@ class SipSettings(Section):
                            "for one transfer at a time, 4 refuses a transfer when all four are "
                            "callers. More calls: more processes behind the SIP load balancer.")
     retry_after_s: int = Field(30, ge=1, description="Retry-After sent with 503.")
-    max_call_s: float = Field(1800.0, gt=0, description="A call longer than this is ended with a "
-                              "goodbye and BYE.")
-    max_silence_s: float = Field(20.0, gt=0, description="Caller silence (no speech, no keys) "
-                                 "after which the IVR says goodbye and hangs up.")
-    goodbye_silence: str = Field("I haven't heard anything for a while, so I'll end the call "
-                                 "now. Please call again any time. Goodbye.")
-    goodbye_max_duration: str = Field("We've reached the time limit for this call. Please call "
-                                      "again if you need more help. Goodbye.")
     session_timer: Literal["inactive", "optional", "required", "always"] = Field(
         "optional", description="RFC 4028 session timers: 'optional' uses them when the peer "
         "does, so a call whose peer vanished without BYE is cleaned up.")
@@ -316,6 +317,11 @@ class ServerSettings(Section):
                                   "share a database.")
 
 
+# Old name -> new name of settings that moved (the call core owns what is not SIP's).
+RENAMED = {f"sip.{key}": f"call.{key}" for key in
+           ("max_call_s", "max_silence_s", "goodbye_silence", "goodbye_max_duration")}
+
+
 class IvrSettings(BaseSettings):
     """Everything configurable, validated at start-up."""
 
@@ -334,6 +340,25 @@ class IvrSettings(BaseSettings):
     sip: SipSettings = Field(default_factory=SipSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values: Any) -> Any:
+        """Settings that moved keep working under their old names (YAML and IVR_* variables),
+        with a warning that names the new one."""
+        if not isinstance(values, dict):
+            return values
+        for old, new in RENAMED.items():
+            section, _, key = old.partition(".")
+            old_section = values.get(section)
+            if isinstance(old_section, dict) and key in old_section:
+                new_section, _, new_key = new.partition(".")
+                value = old_section.pop(key)
+                target = values.setdefault(new_section, {})
+                if isinstance(target, dict):
+                    target.setdefault(new_key, value)
+                warnings.warn(f"setting {old} is now {new}", DeprecationWarning, stacklevel=2)
+        return values
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

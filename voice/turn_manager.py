@@ -275,7 +275,7 @@ class TurnManager:
         self.state.escalation_reason = reason
         self._routed = (queue, reason)
         team = "a colleague" if queue == "general" else f"our {queue.replace('_', ' ')} team"
-        return Reply(text=f"I'll connect you with {team} now. Please hold.")
+        return Reply(text=f"I'll connect you with {team} now. Please hold.", transfer_to=queue)
 
     def _self_service(self, flow: str, turn: CallerTurn | None) -> Reply:
         if flow == "order_status":

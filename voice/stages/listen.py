@@ -278,6 +278,11 @@ class ListenStage(FrameProcessor):
         # in-flight synthesis is cancelled; the playout stage clears its buffer.
         await self.push_frame(InterruptionFrame())
 
+    @property
+    def in_turn(self) -> bool:
+        """The caller is speaking (a turn is open)."""
+        return self.segmenter.in_turn
+
     async def asr_settled(self) -> None:
         """Wait for the transcription in flight (--fast mode keeps stream time still for it)."""
         if self._asr_task is not None and not self._asr_task.done():

@@ -135,6 +135,8 @@ class RespondStage(FrameProcessor):
         await self.push_frame(ReplyTextFrame(reply_id, turn_index, "", last=True))
         if reply.end_call:
             self.session.hangup_after_reply = reply_id
+        if reply.transfer_to:
+            self.session.transfer_after_reply = (reply_id, reply.transfer_to)
 
     async def _reply_text(self, reply: Reply, record) -> AsyncIterator[str]:
         """The reply's text; a stream whose first piece misses the budget is replaced."""

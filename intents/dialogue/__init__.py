@@ -1,0 +1,1 @@
+"""The dialogue: turns in, replies out; the turn manager, its tools, agent and prompts."""
