@@ -40,7 +40,7 @@ demo: setup
 	@echo "--- real SIP calls over loopback: ivr serve, a pjsua2 caller, a pjsua2 demo agent ---"
 	$(IVR) demo --out out
 	@echo "--- a simulated call answered by the embedded LLM alone (SmolLM2 on loopback; weak) ---"
-	$(IVR) simulate tests/fixtures/calls/order_question_8k.wav --handler llm --out out/demo_llm_reply.wav
+	$(IVR) simulate voice/app/demo_calls/order_question_8k.wav --handler llm --out out/demo_llm_reply.wav
 
 test: setup
 	$(PY) -m pytest -q -rs
@@ -50,9 +50,9 @@ test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'
 
 bench: setup
-	$(PY) bench/latency.py
-	$(PY) bench/sip_bench.py
-	$(PY) bench/sip_transport.py
+	$(PY) -m bench.latency
+	$(PY) -m bench.sip_bench
+	$(PY) -m bench.sip_transport
 
 clean:
 	rm -rf $(VENV) out

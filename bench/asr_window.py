@@ -1,6 +1,6 @@
 """ASR with the encoder window sized to the utterance vs faster-whisper's 30 s window.
 
-    .venv/bin/python bench/asr_window.py
+    .venv/bin/python -m bench.asr_window
 
 Every utterance of the fixture calls (real speakers, 8 kHz G.711, back to 16 kHz) is transcribed
 both ways with the same model; the report gives word error rate against the reference text and
@@ -13,17 +13,15 @@ import json
 import os
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from voice.audio import int16_to_float, read_audio, resample  # noqa: E402
+from voice.audio import int16_to_float, read_audio, resample
 
 CALLS = ROOT / "tests" / "fixtures" / "calls"
 RESULTS = ROOT / "bench" / "results"
@@ -49,7 +47,7 @@ def errors(reference: str, hypothesis: str) -> tuple[int, int]:
 def main() -> None:
     from models.registry import shared_registry
     from voice.asr import WhisperTranscriber
-    from voice.settings import AsrSettings
+    from voice.app.settings import AsrSettings
 
     model = shared_registry().whisper("tiny.en")
     ours = WhisperTranscriber(model, AsrSettings())
@@ -84,7 +82,7 @@ def main() -> None:
     p50 = {k: statistics.median(v[2]) for k, v in totals.items()}
     lines = ["# Whisper tiny.en: encoder window sized to the turn vs the 30 s window", "",
              f"Machine: {os.uname().nodename}, {os.cpu_count()} cores, CPU int8. "
-             "Reproduce: `.venv/bin/python bench/asr_window.py`", "",
+             "Reproduce: `.venv/bin/python -m bench.asr_window`", "",
              f"{len(rows)} utterances (real speakers, 8 kHz G.711 back to 16 kHz), greedy decoding.",
              "", "| | WER | median ms | p95 ms |", "|---|---:|---:|---:|",
              f"| sized window (ours) | {wer['ours']:.3f} | {p50['ours']:.0f} | "

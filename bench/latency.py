@@ -1,6 +1,6 @@
 """Caller-perceived latency of our pipeline beside a stock pipecat pipeline, in the same run.
 
-    .venv/bin/python bench/latency.py [--repeat N] [--only ours|stock]
+    .venv/bin/python -m bench.latency [--repeat N] [--only ours|stock]
 
 Each bench call (tests/fixtures/calls/bench_*.wav: real speakers, 8 kHz, G.711 mu-law) is played
 in real time into both pipelines with the echo turn handler. Latency is taken where the caller
@@ -24,11 +24,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
-from loguru import logger  # noqa: E402
+import numpy as np
+from loguru import logger
 
 CALLS = ROOT / "tests" / "fixtures" / "calls"
 RESULTS = ROOT / "bench" / "results"
@@ -73,8 +71,8 @@ def match_replies(utterances: list[dict], feed_start: float, onsets: list[float]
 
 
 async def run_ours(call: str, utterances: list[dict], run: SystemRun) -> None:
-    from voice.settings import IvrSettings
-    from voice.simulate import simulate_call
+    from voice.app.settings import IvrSettings
+    from voice.app.simulate import simulate_call
 
     result = await simulate_call(CALLS / f"{call}.wav", IvrSettings())
     latencies, missing = match_replies(utterances, result.feed_start, result.reply_onsets)
@@ -90,7 +88,7 @@ async def run_ours(call: str, utterances: list[dict], run: SystemRun) -> None:
 
 async def run_stock(call: str, utterances: list[dict], run: SystemRun) -> None:
     from models.registry import shared_registry
-    from stock_pipecat import run_stock_pipecat
+    from bench.stock_pipecat import run_stock_pipecat
 
     registry = shared_registry()
     result = await run_stock_pipecat(CALLS / f"{call}.wav",
@@ -117,7 +115,7 @@ def write_report(ours: SystemRun, stock: SystemRun | None, repeat: int, seconds:
         "",
         f"Machine: {machine()}. No GPU. Run took {seconds:.0f} s.",
         "",
-        "Reproduce: `.venv/bin/python bench/latency.py" + (f" --repeat {repeat}" if repeat > 1
+        "Reproduce: `.venv/bin/python -m bench.latency" + (f" --repeat {repeat}" if repeat > 1
                                                          else "") + "`",
         "",
         f"Calls: {', '.join(BENCH_CALLS)} ({n_utts} caller utterances, real speakers, 8 kHz "

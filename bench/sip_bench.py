@@ -1,9 +1,9 @@
 """Real SIP calls on loopback, N calls with C at a time: what the caller waits, per concurrency.
 
-    .venv/bin/python bench/sip_bench.py [--calls-per-level 2] [--levels 1,2,4,6]
+    .venv/bin/python -m bench.sip_bench [--calls-per-level 2] [--levels 1,2,4,6]
 
 For each configuration, one `ivr serve` (echo handler, default models) answers pjsua2 callers
-(voice.sip.caller, one process per call) that play the bench recordings (real speakers, 8 kHz
+(voice.transports.sip.caller, one process per call) that play the bench recordings (real speakers, 8 kHz
 G.711) over RTP and record what comes back. Latency is taken at the caller: from the end of each
 utterance (calls.json, measured on the recording by level) to the first audible sample of the
 reply received over RTP. Two configurations run in the same session, ours and PJSIP's own
@@ -23,12 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from latency import machine  # noqa: E402
-from tests.sip.harness import IvrProcess, run_peer  # noqa: E402
-from voice.sip.endpoint import CALL_SLOTS  # noqa: E402
+from bench.latency import machine
+from bench.harness import IvrProcess, run_peer
+from voice.transports.sip.endpoint import CALL_SLOTS
 
 CALLS = ROOT / "tests" / "fixtures" / "calls"
 RESULTS = ROOT / "bench" / "results"
@@ -199,7 +197,7 @@ def write_report(rows: list[dict], budget_ms: float, path_md: Path, path_png: Pa
                    and r["p95_net_ms"] <= budget_ms and not r["unanswered"]]
     lines = ["# SIP bench: caller-side voice-to-voice latency under concurrent calls", "",
              f"Machine: {machine()}. No GPU.", "",
-             "Command: `.venv/bin/python bench/sip_bench.py` "
+             "Command: `.venv/bin/python -m bench.sip_bench` "
              f"(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", "",
              "Each call is a pjsua2 caller process playing a bench recording (real speakers, "
              "8 kHz, G.711 mu-law over RTP) to `ivr serve` on loopback with the echo handler; "
@@ -255,7 +253,7 @@ def write_report(rows: list[dict], budget_ms: float, path_md: Path, path_png: Pa
 
 def report_only() -> None:
     """Rewrite the report from bench/results/sip.json (no calls)."""
-    from voice.settings import IvrSettings
+    from voice.app.settings import IvrSettings
 
     rows = json.loads((RESULTS / "sip.json").read_text())
     write_report(rows, IvrSettings().budget.total_ms, RESULTS / "sip.md", RESULTS / "sip.png")
@@ -272,7 +270,7 @@ def main() -> int:
     if args.report_only:
         report_only()
         return 0
-    from voice.settings import IvrSettings
+    from voice.app.settings import IvrSettings
 
     manifest = json.loads((CALLS / "calls.json").read_text())
     levels = [int(x) for x in args.levels.split(",")]

@@ -1,6 +1,6 @@
 """What the SIP transport costs by itself, apart from the pipeline.
 
-    .venv/bin/python bench/sip_transport.py
+    .venv/bin/python -m bench.sip_transport
 
 - copying one 20 ms frame out of pjsua2: ``bytes(ByteVector)`` against our one-copy read
   (voice/sip/pjbuffer.py);
@@ -22,12 +22,10 @@ import timeit
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from latency import machine  # noqa: E402
+from bench.latency import machine
 
 RESULTS = ROOT / "bench" / "results"
 ECHO_PORT = 5910
@@ -36,7 +34,7 @@ ECHO_PORT = 5910
 def frame_copy_us() -> dict[str, float]:
     import pjsua2 as pj
 
-    from voice.sip.pjbuffer import _fast, _slow
+    from voice.transports.sip.pjbuffer import _fast, _slow
 
     vector = pj.ByteVector(bytes(320))
     return {name: timeit.timeit(lambda f=f: f(vector), number=500) / 500 * 1e6
@@ -47,7 +45,7 @@ def echo_peer() -> None:
     """Run as a child: answer one call and send back each frame as it arrives."""
     import pjsua2 as pj
 
-    from voice.sip import caller
+    from voice.transports.sip import caller
 
     class Echo(caller._Port):
         def onFrameRequested(self, frame):
@@ -70,9 +68,9 @@ def echo_peer() -> None:
 
 
 def round_trip_ms(clicks: int = 8) -> list[float]:
-    from voice.sip import caller
+    from voice.transports.sip import caller
 
-    child = subprocess.Popen([sys.executable, __file__, "--echo-peer"], cwd=ROOT)
+    child = subprocess.Popen([sys.executable, "-m", "bench.sip_transport", "--echo-peer"], cwd=ROOT)
     time.sleep(2.0)
     peer = caller.Peer()
     peer.register_account("sip:bench@127.0.0.1")
@@ -99,7 +97,7 @@ def round_trip_ms(clicks: int = 8) -> list[float]:
 
 def piper_lead_quiet_ms() -> dict[str, float]:
     from voice.engines import shared_engines, trim_leading_quiet
-    from voice.settings import IvrSettings
+    from voice.app.settings import IvrSettings
 
     engines = shared_engines(IvrSettings())
     rate = engines.voice.config.sample_rate
@@ -143,7 +141,7 @@ def call_slots(asked: int = 8) -> int:
     ep.hangupAllCalls()
     for _ in range(50):
         ep.libHandleEvents(10)
-    from voice.sip.endpoint import destroy
+    from voice.transports.sip.endpoint import destroy
 
     for call in calls:
         destroy(call)
@@ -160,11 +158,11 @@ def main() -> int:
     copy = frame_copy_us()
     trips = round_trip_ms()
     lead = piper_lead_quiet_ms()
-    slots = {asked: subprocess.run([sys.executable, __file__, "--slots", str(asked)],
+    slots = {asked: subprocess.run([sys.executable, "-m", "bench.sip_transport", "--slots", str(asked)],
                                    cwd=ROOT, capture_output=True, text=True).stdout.split()[-1]
              for asked in (4, 8, 31)}
     lines = ["# SIP transport costs", "", f"Machine: {machine()}. No GPU.", "",
-             f"Command: `.venv/bin/python bench/sip_transport.py` "
+             f"Command: `.venv/bin/python -m bench.sip_transport` "
              f"(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", "",
              "| what | figure |", "|---|---|"]
     for name, us in copy.items():

@@ -31,9 +31,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-from pipecat.audio.vad.silero import SileroVADAnalyzer  # noqa: E402
-from pipecat.frames.frames import (  # noqa: E402
+import numpy as np
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.frames.frames import (
     EndFrame,
     Frame,
     InputAudioRawFrame,
@@ -42,23 +42,22 @@ from pipecat.frames.frames import (  # noqa: E402
     StartFrame,
     TTSSpeakFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker  # noqa: E402
-from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
-from pipecat.processors.aggregators.llm_response_universal import (  # noqa: E402
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
-from pipecat.services.piper.tts import PiperTTSService  # noqa: E402
-from pipecat.services.whisper.stt import WhisperSTTService  # noqa: E402
-from pipecat.transports.base_input import BaseInputTransport  # noqa: E402
-from pipecat.transports.base_output import BaseOutputTransport  # noqa: E402
-from pipecat.transports.base_transport import BaseTransport, TransportParams  # noqa: E402
-from pipecat.workers.runner import WorkerRunner  # noqa: E402
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.piper.tts import PiperTTSService
+from pipecat.services.whisper.stt import WhisperSTTService
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.workers.runner import WorkerRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from voice.audio import read_audio, resample  # noqa: E402
+from voice.audio import read_audio, resample
 
 _GAP_S = 0.1  # output silence longer than this starts a new reply
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from handoff.crm import CrmStore
 from handoff.package import now_iso
-from handoff.redaction import scan
+from intents.redaction import scan
 
 
 class Disposition(StrEnum):

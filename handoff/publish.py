@@ -17,9 +17,10 @@ from loguru import logger
 from handoff.aftercall import disposition_for, write_after_call
 from handoff.crm import CrmStore
 from handoff.desktop import DesktopHub
-from handoff.package import TranscriptLine, build_package
+from handoff.build import build_package
+from handoff.package import TranscriptLine
 from handoff.settings import HandoffSettings
-from handoff.state import CallState
+from intents.dialogue.state import CallState
 from handoff.store import HandoffStore
 from handoff.summary import LlmSummarizer, spoken_summary
 from handoff.webhooks import WebhookPusher

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from handoff.redaction import redact
+from intents.redaction import redact
 
 MAX_WORDS = 28  # a quote an agent reads in a breath; longer sentences keep their best clauses
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from handoff.escalation import EscalationConfig
+from intents.dialogue.escalation import EscalationConfig
 
 
 class HandoffSettings(BaseModel):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from handoff.evidence import money, short_date
-from handoff.facts_check import violations
+from intents.dialogue.facts_check import violations
 
 if TYPE_CHECKING:
     from handoff.package import ActionPart, HandoffPackage

@@ -26,7 +26,7 @@ from loguru import logger
 from handoff.callback import CallbackOffer
 from handoff.package import TranscriptLine
 from handoff.publish import CallFacts, HandoffPublisher
-from handoff.state import CallState
+from intents.dialogue.state import CallState
 
 FAILED_RESULTS = ("no-answer", "busy", "rejected", "failed")
 

@@ -23,7 +23,7 @@ def calls_manifest() -> dict:
 
 @pytest.fixture(scope="session")
 def settings():
-    from voice.settings import IvrSettings
+    from voice.app.settings import IvrSettings
 
     return IvrSettings()
 

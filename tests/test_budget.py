@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from voice.audio import resample
-from voice.records import LadderStep
-from voice.simulate import simulate_call
-from voice.turns import CallerTurn, EchoTurnHandler, Reply
+from voice.pipeline.records import LadderStep
+from voice.app.simulate import simulate_call
+from intents.dialogue.simple import EchoTurnHandler
+from intents.dialogue.turns import CallerTurn, Reply
 
 from conftest import CALLS
 

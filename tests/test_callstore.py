@@ -5,7 +5,7 @@ are closed as worker-lost at its next start, and only its own."""
 import json
 import sqlite3
 
-from voice.callstore import WORKER_LOST, CallRecord, CallStore
+from voice.app.callstore import WORKER_LOST, CallRecord, CallStore
 
 
 def test_calls_and_turns_are_listed_newest_first_in_the_simulate_shape(tmp_path):

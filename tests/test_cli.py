@@ -13,7 +13,7 @@ import numpy as np
 
 from conftest import CALLS
 
-IVR = [sys.executable, "-m", "voice.cli"]
+IVR = [sys.executable, "-m", "voice.app.cli"]
 KEYS = {"caller_text", "reply_text", "stages", "total_ms", "budget", "barge_in"}
 
 
@@ -23,7 +23,8 @@ def ivr(*args: str) -> subprocess.CompletedProcess:
 
 def test_simulate_prints_one_json_line_per_turn_and_writes_the_reply(tmp_path):
     out = tmp_path / "reply.wav"
-    done = ivr("simulate", str(CALLS / "two_turns_8k.wav"), "--fast", "--out", str(out))
+    done = ivr("simulate", str(CALLS / "two_turns_8k.wav"), "--fast", "--handler", "echo",
+               "--out", str(out))
     assert done.returncode == 0, done.stderr
     turns = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(turns) == 2
@@ -63,7 +64,7 @@ def test_unreadable_or_missing_input_says_what_is_wrong(tmp_path):
 
 LOGGED_EXCEPTION = """
 import sys
-from voice import cli
+from voice.app import cli
 from loguru import logger
 
 getattr(cli, sys.argv[1])(False)

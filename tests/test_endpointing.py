@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voice.endpointing import TurnEventKind as K
 from voice.endpointing import TurnSegmenter, required_silence_ms
-from voice.settings import TurnSettings
+from voice.app.settings import TurnSettings
 
 FRAME = 0.02
 

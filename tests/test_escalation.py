@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from handoff.escalation import (EscalationConfig, EscalationPolicy, TurnObservation,
+from intents.dialogue.escalation import (EscalationConfig, EscalationPolicy, TurnObservation,
                                 load_escalation_config, sentiment_label, turn_sentiment)
-from handoff.state import ActionRecord, CallState, IntentRecord
+from intents.dialogue.state import ActionRecord, CallState, IntentRecord
 from intents.signals import Signals
 
 CALM = Signals(asks_for_human=False, frustration=0.0, profanity=False, compliance_keywords=(),

@@ -7,12 +7,12 @@ import json
 
 
 from handoff.crm import DEMO_PHONE, CrmStore
-from handoff.escalation import EscalationConfig, EscalationPolicy, EscalationThresholds
-from handoff.package import build_package
+from intents.dialogue.escalation import EscalationConfig, EscalationPolicy, EscalationThresholds
+from handoff.build import build_package
 from intents.config import load_menu
 from models.registry import shared_registry
-from voice.turn_manager import TurnManager
-from voice.turns import CallerTurn, CallInfo
+from intents.dialogue.manager import TurnManager
+from intents.dialogue.turns import CallInfo, CallerTurn
 
 
 def manager(crm, classifier, config: EscalationConfig | None = None) -> TurnManager:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voice.guardrails import violations
+from intents.dialogue.guardrails import violations
 
 FACTS = ("Order 4 5 6, 7 1 2 is shipped with UPS, and should arrive on Tuesday, November 24. "
          "order_number=456712 carrier=UPS eta=2026-11-24")

@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI, Request
 
 from handoff.crm import DEMO_ORDER, DEMO_PHONE, CrmStore, seed
-from handoff.package import (SCHEMA_PATH, TranscriptLine, build_package, load_package,
-                             validated_dict)
-from handoff.state import ActionRecord, CallState, EscalationDecision, IntentRecord
+from handoff.build import build_package
+from handoff.package import SCHEMA_PATH, TranscriptLine, load_package, validated_dict
+from intents.dialogue.state import ActionRecord, CallState, EscalationDecision, IntentRecord
 from handoff.summary import LlmSummarizer, summarize
 
 from loopback import serve

@@ -11,7 +11,7 @@ from handoff.aftercall import Disposition, after_call_from_package, disposition_
     write_after_call
 from handoff.api import handoff_router
 from handoff.crm import DEMO_PHONE, CrmStore, seed
-from handoff.package import build_package
+from handoff.build import build_package
 from handoff.store import HandoffStore
 
 from test_handoff_package import TRANSCRIPT, order_call

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from handoff.api import BearerAuth, handoff_router
 from handoff.store import HandoffStore
-from voice.callstore import CallRecord, CallStore
-from voice.http_app import create_app
-from voice.metrics import IvrMetrics
-from voice.server import default_allowed_hosts, generated_api_token
-from voice.settings import IvrSettings
+from voice.app.callstore import CallRecord, CallStore
+from voice.app.http import create_app
+from voice.app.metrics import IvrMetrics
+from voice.app.server import default_allowed_hosts, generated_api_token
+from voice.app.settings import IvrSettings
 
 TOKEN = "a-long-random-api-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from tests.sip.harness import IvrProcess
+from bench.harness import IvrProcess
 from tests.sip.raw_uac import RawUac
 
 pytestmark = pytest.mark.slow

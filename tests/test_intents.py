@@ -88,7 +88,7 @@ def _menu_csv(menu: MenuConfig, path) -> None:
 def test_ivr_intents_eval_on_the_shipped_menu(menu, tmp_path):
     train = tmp_path / "train.csv"
     _menu_csv(menu, train)
-    done = subprocess.run([sys.executable, "-m", "voice.cli", "intents", "eval", "--train",
+    done = subprocess.run([sys.executable, "-m", "voice.app.cli", "intents", "eval", "--train",
                            str(train), "--test", str(TEST_CSV)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr

@@ -6,9 +6,10 @@ import pytest
 
 from models.llm_server import EmbeddedLlmServer
 from models.registry import shared_registry
-from voice.records import LadderStep
-from voice.simulate import simulate_call
-from voice.turns import CallerTurn, LlmTurnHandler
+from voice.pipeline.records import LadderStep
+from voice.app.simulate import simulate_call
+from intents.dialogue.simple import LlmTurnHandler
+from intents.dialogue.turns import CallerTurn
 
 from conftest import CALLS
 
@@ -47,9 +48,9 @@ async def test_llm_rewrites_of_facts_are_kept_only_when_they_pass_the_check(llm_
     from handoff.crm import DEMO_ORDER, CrmStore, seed
     from intents.classifier import IntentClassifier
     from intents.config import load_menu
-    from voice.guardrails import violations
-    from voice.turn_manager import LlmPhraser, TurnManager
-    from voice.turns import CallInfo
+    from intents.dialogue.guardrails import violations
+    from intents.dialogue.manager import LlmPhraser, TurnManager
+    from intents.dialogue.turns import CallInfo
 
     crm = CrmStore("sqlite://")
     seed(crm, customers=20)
@@ -71,7 +72,8 @@ async def test_llm_rewrites_of_facts_are_kept_only_when_they_pass_the_check(llm_
 def test_the_versioned_tool_schema_file_matches_the_tools():
     import json
 
-    from voice.agent import PROMPTS, tool_schema
+    from intents.dialogue.agent import PROMPTS
+    from intents.dialogue.tools import tool_schema
 
     assert json.loads((PROMPTS / "tools-v1.json").read_text()) == tool_schema()
 
@@ -82,10 +84,10 @@ async def test_free_form_answers_are_bounded_and_checked(llm_url):
     from handoff.crm import CrmStore, seed
     from intents.classifier import IntentClassifier
     from intents.config import load_menu
-    from voice.agent import LlmAgent
-    from voice.tools import Tools
-    from voice.turn_manager import TurnManager
-    from voice.turns import CallInfo
+    from intents.dialogue.agent import LlmAgent
+    from intents.dialogue.tools import Tools
+    from intents.dialogue.manager import TurnManager
+    from intents.dialogue.turns import CallInfo
 
     crm = CrmStore("sqlite://")
     seed(crm, customers=10)

@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 
 from handoff.crm import DEMO_PHONE
-from handoff.package import build_package
+from handoff.build import build_package
 from handoff.store import HandoffStore
 from handoff.webhooks import WebhookPusher
 from intents.config import load_menu
 from intents.entities import digit_runs
 from models.registry import shared_registry
 from voice.audio import AudioChunk, read_audio, telephone_channel
-from voice.callstore import CallRecord, CallStore
-from voice.simulate import simulate_call
-from voice.turn_manager import TurnManager
-from voice.turns import CallInfo
+from voice.app.callstore import CallRecord, CallStore
+from voice.app.simulate import simulate_call
+from intents.dialogue.manager import TurnManager
+from intents.dialogue.turns import CallInfo
 
 from loopback import serve
 from test_policy_signals_dtmf import tone
@@ -117,8 +117,8 @@ async def test_spoken_and_keyed_cards_never_reach_any_record_in_clear(
     from fastapi.testclient import TestClient
 
     from handoff.api import BearerAuth
-    from voice.http_app import create_app
-    from voice.metrics import IvrMetrics
+    from voice.app.http import create_app
+    from voice.app.metrics import IvrMetrics
 
     store = CallStore(f"sqlite:///{tmp_path}/calls.sqlite", spool_dir=tmp_path / "spool")
     handoffs = HandoffStore(f"sqlite:///{tmp_path}/handoffs.sqlite",

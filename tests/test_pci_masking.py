@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handoff.redaction import redact, scan
+from intents.redaction import redact, scan
 from intents.entities import digit_runs, luhn_valid, mask_card_numbers
 
 WORDS = "zero one two three four five six seven eight nine".split()

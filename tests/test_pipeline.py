@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from voice.audio import AudioChunk, read_audio, resample
-from voice.records import Stage
-from voice.simulate import simulate_call
-from voice.turns import CallInfo, CallerTurn, EchoTurnHandler, Expect, Reply
+from voice.pipeline.records import Stage
+from voice.app.simulate import simulate_call
+from intents.dialogue.simple import EchoTurnHandler
+from intents.dialogue.turns import CallInfo, CallerTurn, Expect, Reply
 
 from conftest import CALLS, FIXTURES
 from test_speech_path import word_error_rate
@@ -149,7 +150,7 @@ async def test_a_keyed_digit_reaches_the_turn_handler(settings):
     from pipecat.audio.dtmf.types import KeypadEntry
     from pipecat.frames.frames import InputDTMFFrame
 
-    from voice.session import CallSession
+    from voice.pipeline.session import CallSession
 
     replies = []
 

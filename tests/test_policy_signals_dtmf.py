@@ -7,7 +7,7 @@ import pytest
 
 from intents.classifier import IntentClassifier, Prediction
 from intents.config import load_menu
-from intents.dtmf import DtmfDetector
+from voice.dtmf import DtmfDetector
 from intents.policy import Action, MenuPolicy
 from intents.signals import SignalTracker
 from models.registry import shared_registry
@@ -60,7 +60,7 @@ def test_signals_from_what_callers_say():
 
 
 def tone(key: str, rate: int, seconds: float) -> np.ndarray:
-    from intents.dtmf import HIGH, KEYS, LOW
+    from voice.dtmf import HIGH, KEYS, LOW
 
     row = next(i for i, r in enumerate(KEYS) if key in r)
     t = np.arange(int(rate * seconds)) / rate

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tests.sip.harness import IvrProcess
+from bench.harness import IvrProcess
 from tests.sip.raw_uac import RawUac
-from voice.callstore import CallRecord, CallStore
+from voice.app.callstore import CallRecord, CallStore
 
 pytestmark = pytest.mark.slow
 

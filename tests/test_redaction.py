@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handoff.redaction import Secret, redact, redact_keyed, scan
+from intents.redaction import Secret, redact, redact_keyed, scan
 from intents.entities import digit_runs, mask_card_numbers
 
 
@@ -92,7 +92,7 @@ def test_the_final_scan_masks_over_long_runs_to_the_cards_last_four():
 
 
 def test_keypad_only_secrets():
-    from handoff.redaction import keypad_only
+    from intents.redaction import keypad_only
 
     assert keypad_only("card_number")
     assert not keypad_only("order_number") and not keypad_only("pin") and not keypad_only(None)

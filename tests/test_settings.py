@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from voice.settings import IvrSettings
+from voice.app.settings import IvrSettings
 
 
 def test_yaml_then_environment(tmp_path, monkeypatch):

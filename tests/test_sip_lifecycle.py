@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sip.harness import SIPP, IvrProcess, free_port, peer_result, run_peer
+from bench.harness import SIPP, IvrProcess, free_port, peer_result, run_peer
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
 
@@ -55,7 +55,7 @@ def test_sigterm_ends_calls_in_progress_with_bye_and_writes_their_records(tmp_pa
     log = ivr.log()
     assert "stopping" in log and "ended (shutdown)" in log, log[-2000:]
     # The process is gone; its store holds the finished record.
-    from voice.callstore import CallStore
+    from voice.app.callstore import CallStore
 
     store = CallStore(f"sqlite:///{tmp_path / 'ivr.sqlite'}", tmp_path / "spool")
     call = next(c for c in store.latest() if c["caller_number"] == "+15550000888")

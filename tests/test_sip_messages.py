@@ -1,6 +1,6 @@
 """What the IVR reads from an INVITE, from literal SIP text (no network)."""
 
-from voice.sip.messages import (address_allowed, display_name, header, parse_invite,
+from voice.transports.sip.messages import (address_allowed, display_name, header, parse_invite,
                                 source_host, uri_user)
 
 INVITE = (

@@ -1,4 +1,5 @@
-"""Properties of the SIP text readers (voice/sip/messages.py) over arbitrary input (hypothesis).
+"""Properties of the SIP text readers (voice/transports/sip/messages.py) over arbitrary input
+(hypothesis).
 
 They run on ``SipRxData.wholeMsg`` of whatever PJSIP accepted, which for a hostile peer can hold
 any byte: the process decodes it with ``surrogateescape``. Whatever comes in, they return and
@@ -13,8 +14,8 @@ import string
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from voice.sip.messages import (InviteInfo, address_allowed, display_name, header, header_values,
-                                parse_invite, source_host, uri_user)
+from voice.transports.sip.messages import (InviteInfo, address_allowed, display_name, header,
+                                           header_values, parse_invite, source_host, uri_user)
 
 FAST = settings(max_examples=300, deadline=None)
 WIRE = st.binary(max_size=2000).map(lambda b: b.decode("utf-8", "surrogateescape"))

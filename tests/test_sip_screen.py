@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from voice.sip.messages import InviteInfo
-from voice.sip.refusals import RefusalLog
-from voice.sip.screen import (Request, Throttle, check_framing, check_offer, check_require,
+from voice.transports.sip.messages import InviteInfo
+from voice.transports.sip.refusals import RefusalLog
+from voice.transports.sip.screen import (Request, Throttle, check_framing, check_offer, check_require,
                               sdp_problem)
 
 SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"

@@ -10,7 +10,7 @@ import pytest
 
 from voice.asr import FULL_WINDOW_S, window_frames
 from voice.audio import AudioChunk, read_audio, resample, telephone_channel
-from voice.settings import VadSettings
+from voice.app.settings import VadSettings
 from voice.vad import SpeechDetector
 
 from conftest import CALLS, FIXTURES

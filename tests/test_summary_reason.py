@@ -12,12 +12,13 @@ from datetime import date, timedelta
 import pytest
 
 from handoff.crm import DEMO_PHONE, CrmStore, CustomerCard
-from handoff.facts_check import violations
-from handoff.package import HandoffPackage, TranscriptLine, build_package
+from intents.dialogue.facts_check import violations
+from handoff.build import build_package
+from handoff.package import HandoffPackage, TranscriptLine
 from handoff.reason import caller_reason, clean_clause
-from handoff.redaction import redact
-from handoff.state import ActionRecord, CallState, EscalationDecision, IntentRecord
-from voice.tools import Tools
+from intents.redaction import redact
+from intents.dialogue.state import ActionRecord, CallState, EscalationDecision, IntentRecord
+from intents.dialogue.tools import Tools
 
 SAY = {2: "two", 3: "three", 4: "four"}
 

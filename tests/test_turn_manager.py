@@ -9,10 +9,10 @@ import pytest
 from handoff.crm import DEMO_ORDER, DEMO_PHONE, CrmStore, Customer, seed
 from intents.config import load_menu
 from models.registry import shared_registry
-from voice.simulate import simulate_call
-from voice.tools import Tools
-from voice.turn_manager import TurnManager
-from voice.turns import CallerTurn, CallInfo, Expect
+from voice.app.simulate import simulate_call
+from intents.dialogue.tools import Tools
+from intents.dialogue.manager import TurnManager
+from intents.dialogue.turns import CallInfo, CallerTurn, Expect
 
 from conftest import CALLS
 
@@ -116,7 +116,7 @@ async def ask_for_card(crm, classifier) -> tuple[TurnManager, object]:
 
 
 async def test_a_card_is_asked_for_by_keypad_and_kept_only_masked(crm, classifier):
-    from handoff.redaction import SECRET_SLOT_KEY
+    from intents.redaction import SECRET_SLOT_KEY
 
     tm, ask = await ask_for_card(crm, classifier)
     assert "42 dollars and 50 cents" in ask.text and "keypad" in ask.text
@@ -133,7 +133,7 @@ async def test_a_card_is_asked_for_by_keypad_and_kept_only_masked(crm, classifie
 
 
 async def test_keyed_card_entry_ends_with_hash_retries_and_cancels(crm, classifier):
-    from handoff.redaction import SECRET_SLOT_KEY
+    from intents.redaction import SECRET_SLOT_KEY
 
     tm, _ = await ask_for_card(crm, classifier)
     await tm.handle_dtmf("4111111111111112")  # one key wrong: fails the Luhn check

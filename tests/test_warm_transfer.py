@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from tests.loopback import serve
-from tests.sip.harness import SIPP, IvrProcess, free_port, peer_result, run_peer
+from bench.harness import SIPP, IvrProcess, free_port, peer_result, run_peer
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(SIPP is None, reason="sip-tester missing (`make test`)")]
@@ -39,7 +39,7 @@ def heard(recording: Path, start_s: float, end_s: float, channel: int = 1) -> st
     """What Whisper hears in ``channel`` of a peer's stereo recording (1: what it received)."""
     from voice.audio import resample
     from voice.engines import shared_engines
-    from voice.settings import IvrSettings
+    from voice.app.settings import IvrSettings
 
     import soundfile
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from handoff.crm import CrmStore, seed
-from handoff.package import build_package
+from handoff.build import build_package
 from handoff.store import HandoffStore
 from standardwebhooks import Webhook, WebhookVerificationError
 

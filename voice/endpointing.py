@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from voice.settings import TurnSettings
+from voice.app.settings import TurnSettings
 
 
 class TurnEventKind(StrEnum):

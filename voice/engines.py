@@ -17,7 +17,7 @@ from piper import SynthesisConfig
 from models.registry import shared_registry
 from voice.asr import Transcript, WhisperTranscriber
 from voice.audio import ASR_SAMPLE_RATE, resample
-from voice.settings import IvrSettings
+from voice.app.settings import IvrSettings
 
 
 LEAD_QUIET_DBFS = -50.0

@@ -11,7 +11,7 @@ import numpy as np
 import webrtcvad
 
 from voice.audio import ASR_SAMPLE_RATE
-from voice.settings import VadSettings
+from voice.app.settings import VadSettings
 
 SILERO_CHUNK = 512  # samples at 16 kHz (32 ms): the only window size Silero v5+ accepts
 _SILERO_CONTEXT = 64

@@ -24,11 +24,11 @@ from pipecat.frames.frames import InputDTMFFrame
 
 from handoff.publish import CallFacts
 from intents.dialogue.turns import CallerTurn, CallInfo, Reply, TurnHandler
-from voice.callstore import CallRecord, CallStore
-from voice.records import TurnRecord
-from voice.session import CallSession
-from voice.settings import IvrSettings
-from voice.sip.players import LoopPlayer, hold_music
+from voice.app.callstore import CallRecord, CallStore
+from voice.pipeline.records import TurnRecord
+from voice.pipeline.session import CallSession
+from voice.app.settings import IvrSettings
+from voice.transports.players import LoopPlayer, hold_music
 from voice.transports.base import CallLine, LineEventKind
 
 if TYPE_CHECKING:
