@@ -112,12 +112,28 @@ def cmd_intents_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         result = evaluate(args.train, args.test, embedder=shared_registry(settings.models).embedder(),
-                          shots=args.shots, seed=args.seed, oos_threshold=args.oos_threshold)
+                          shots=args.shots, seed=args.seed, oos_threshold=args.oos_threshold,
+                          augment=args.augment)
     except (OSError, ValueError) as error:
         print(f"ivr intents eval: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result))
     return 0
+
+
+def cmd_intents_check(args: argparse.Namespace) -> int:
+    from intents import check
+    from models.registry import shared_registry
+
+    settings = _settings(args)
+    try:
+        status, text = check.run(args.menu, shared_registry(settings.models).embedder(),
+                                 as_json=args.json, folds=args.folds, strict=args.strict)
+    except (OSError, ValueError) as error:
+        print(f"ivr intents check: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    return status
 
 
 def cmd_crm_seed(args: argparse.Namespace) -> int:
@@ -214,9 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--test", type=Path, required=True, help="CSV with columns text,label")
     evaluate.add_argument("--shots", type=int, help="train on K examples per label")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--oos-threshold", type=float, default=0.3,
-                          help="below this confidence an utterance is out of scope")
+    evaluate.add_argument("--oos-threshold", default="auto",
+                          type=lambda v: v if v == "auto" else float(v),
+                          help="'auto' (chosen by cross-validating the training CSV) or a fixed "
+                          "best-probability threshold (0: never out of scope)")
+    evaluate.add_argument("--augment", action="store_true",
+                          help="train on spoken-style rewrites of the examples too")
     evaluate.set_defaults(func=cmd_intents_eval)
+    check_menu = intents_commands.add_parser("check", help="cross-validate a menu: estimated "
+                                             "accuracy, close intents, misread examples")
+    check_menu.add_argument("menu", type=Path, help="the menu YAML")
+    check_menu.add_argument("--json", action="store_true", help="print the report as JSON")
+    check_menu.add_argument("--folds", type=int, help="default 5, or 3 from 1000 examples")
+    check_menu.add_argument("--strict", action="store_true", help="exit 1 on any warning")
+    check_menu.set_defaults(func=cmd_intents_check)
 
     crm = commands.add_parser("crm", help="the CRM store")
     crm_commands = crm.add_subparsers(dest="crm_command", required=True)
