@@ -46,8 +46,8 @@ def errors(reference: str, hypothesis: str) -> tuple[int, int]:
 
 def main() -> None:
     from models.registry import shared_registry
-    from voice.asr import WhisperTranscriber
     from voice.app.settings import AsrSettings
+    from voice.asr import WhisperTranscriber
 
     model = shared_registry().whisper("tiny.en")
     ours = WhisperTranscriber(model, AsrSettings())
@@ -83,7 +83,8 @@ def main() -> None:
     lines = ["# Whisper tiny.en: encoder window sized to the turn vs the 30 s window", "",
              f"Machine: {os.uname().nodename}, {os.cpu_count()} cores, CPU int8. "
              "Reproduce: `.venv/bin/python -m bench.asr_window`", "",
-             f"{len(rows)} utterances (real speakers, 8 kHz G.711 back to 16 kHz), greedy decoding.",
+             f"{len(rows)} utterances (real speakers, 8 kHz G.711 back to 16 kHz), greedy "
+             "decoding.",
              "", "| | WER | median ms | p95 ms |", "|---|---:|---:|---:|",
              f"| sized window (ours) | {wer['ours']:.3f} | {p50['ours']:.0f} | "
              f"{np.percentile(totals['ours'][2], 95):.0f} |",

@@ -87,8 +87,8 @@ async def run_ours(call: str, utterances: list[dict], run: SystemRun) -> None:
 
 
 async def run_stock(call: str, utterances: list[dict], run: SystemRun) -> None:
-    from models.registry import shared_registry
     from bench.stock_pipecat import run_stock_pipecat
+    from models.registry import shared_registry
 
     registry = shared_registry()
     result = await run_stock_pipecat(CALLS / f"{call}.wav",
@@ -104,6 +104,10 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     return float(np.percentile(values, q))
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
 
 
 def write_report(ours: SystemRun, stock: SystemRun | None, repeat: int, seconds: float) -> None:
@@ -129,11 +133,12 @@ def write_report(ours: SystemRun, stock: SystemRun | None, repeat: int, seconds:
     for run in [ours] + ([stock] if stock else []):
         lines.append(f"| {run.name} | {pct(run.latencies_ms, 50):.0f} | "
                      f"{pct(run.latencies_ms, 95):.0f} | "
-                     f"{statistics.fmean(run.latencies_ms) if run.latencies_ms else float('nan'):.0f}"
+                     f"{mean(run.latencies_ms):.0f}"
                      f" | {len(run.latencies_ms)} | {run.missing} |")
     if stock and stock.latencies_ms and ours.latencies_ms:
-        lines += ["", f"Ratio ours / stock: p50 {pct(ours.latencies_ms, 50) / pct(stock.latencies_ms, 50):.2f}, "
-                  f"p95 {pct(ours.latencies_ms, 95) / pct(stock.latencies_ms, 95):.2f}."]
+        p50 = pct(ours.latencies_ms, 50) / pct(stock.latencies_ms, 50)
+        p95 = pct(ours.latencies_ms, 95) / pct(stock.latencies_ms, 95)
+        lines += ["", f"Ratio ours / stock: p50 {p50:.2f}, p95 {p95:.2f}."]
     lines += ["", "Goal on this machine: p50 < 600 ms, p95 < 900 ms, at most 0.7 x stock.", "",
               "## Our stages (from the turn records)", "",
               "| stage | p50 ms | p95 ms |", "|---|---:|---:|"]

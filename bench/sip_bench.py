@@ -3,12 +3,12 @@
     .venv/bin/python -m bench.sip_bench [--calls-per-level 2] [--levels 1,2,4,6]
 
 For each configuration, one `ivr serve` (echo handler, default models) answers pjsua2 callers
-(voice.transports.sip.caller, one process per call) that play the bench recordings (real speakers, 8 kHz
-G.711) over RTP and record what comes back. Latency is taken at the caller: from the end of each
-utterance (calls.json, measured on the recording by level) to the first audible sample of the
-reply received over RTP. Two configurations run in the same session, ours and PJSIP's own
-defaults for the media path (jitter buffer, bridge frame time), so the ratio shows what the
-transport settings buy. Writes bench/results/sip.md and sip.png.
+(voice.transports.sip.caller, one process per call) that play the bench recordings (real speakers, 8
+kHz G.711) over RTP and record what comes back. Latency is taken at the caller: from the end of each
+utterance (calls.json, measured on the recording by level) to the first audible sample of the reply
+received over RTP. Two configurations run in the same session, ours and PJSIP's own defaults for the
+media path (jitter buffer, bridge frame time), so the ratio shows what the transport settings buy.
+Writes bench/results/sip.md and sip.png.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from bench.latency import machine
 from bench.harness import IvrProcess, run_peer
+from bench.latency import machine
 from voice.transports.sip.endpoint import CALL_SLOTS
 
 CALLS = ROOT / "tests" / "fixtures" / "calls"
@@ -119,7 +119,7 @@ def run_level(servers: list[IvrProcess], concurrency: int, calls: int, manifest:
         turns = call["turns"] if call else []
         if len(turns) != len(w):
             continue  # the IVR split or merged an utterance: no one-to-one match to judge
-        for wait, turn in zip(w, turns):
+        for wait, turn in zip(w, turns, strict=True):
             if wait is None:
                 continue
             allowed = budget_ms + turn.get("budgeted_wait_ms", 0.0)

@@ -96,8 +96,8 @@ def round_trip_ms(clicks: int = 8) -> list[float]:
 
 
 def piper_lead_quiet_ms() -> dict[str, float]:
-    from voice.engines import shared_engines, trim_leading_quiet
     from voice.app.settings import IvrSettings
+    from voice.engines import shared_engines, trim_leading_quiet
 
     engines = shared_engines(IvrSettings())
     rate = engines.voice.config.sample_rate
@@ -158,9 +158,9 @@ def main() -> int:
     copy = frame_copy_us()
     trips = round_trip_ms()
     lead = piper_lead_quiet_ms()
-    slots = {asked: subprocess.run([sys.executable, "-m", "bench.sip_transport", "--slots", str(asked)],
-                                   cwd=ROOT, capture_output=True, text=True).stdout.split()[-1]
-             for asked in (4, 8, 31)}
+    slots = {asked: subprocess.run(
+        [sys.executable, "-m", "bench.sip_transport", "--slots", str(asked)],
+        cwd=ROOT, capture_output=True, text=True).stdout.split()[-1] for asked in (4, 8, 31)}
     lines = ["# SIP transport costs", "", f"Machine: {machine()}. No GPU.", "",
              f"Command: `.venv/bin/python -m bench.sip_transport` "
              f"(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", "",

@@ -154,7 +154,7 @@ def check_safe(message: bytes) -> bytes:
 # --------------------------------------------------------------------------------------------
 # Rewriting a message to the sender's loopback socket
 
-_SDP_IP6 = re.compile(rb"(?im)^([ \t]*c[ \t]*=[ \t]*IN[ \t]+)IP6[ \t]+[0-9A-Fa-f:.]+")
+_SDP_IP6 = re.compile(rb"(?im)^([ \t]*c[ \t]*=[ \t]*IN[ \t]+)IP6[ \t]+([0-9A-Za-z:._\-]+)")
 _SDP_MEDIA = re.compile(rb"(?im)^([ \t]*m[ \t]*=[ \t]*[A-Za-z]+[ \t]+)(\d+)")
 _CONTENT_LENGTH = re.compile(rb"(?im)^((?:content-length|l)[ \t]*:[ \t]*)(\d+)")
 
@@ -225,7 +225,8 @@ def rewrite(message: bytes, host: str, port: int, *, media_port: int | None = No
                        rb"(?::\d+)?", lambda m: m.group(1) + local + b":%d" % port,
                        head[start:end])
         head = head[:start] + value + head[end:]
-    body = _SDP_IP6.sub(lambda m: m.group(1) + b"IP4 " + local, body)
+    body = _SDP_IP6.sub(lambda m: m.group(0) if is_safe_host(m.group(2)) else
+                        m.group(1) + b"IP4 " + local, body)
     if media_port is not None:
         body = _SDP_MEDIA.sub(lambda m: m.group(1) + (m.group(2) if m.group(2) == b"0"
                                                       else b"%d" % media_port), body)
@@ -942,6 +943,7 @@ class FuzzStats:
     reinvites: int = 0
     reinvite_codes: Counter = field(default_factory=Counter)
     calls_placed: int = 0
+    log: list = field(default_factory=list)  # (index, source or "re-INVITE", bytes) as sent
 
     def as_dict(self) -> dict:
         return {"sent": self.sent, "redrawn": self.redrawn, "ops": dict(self.ops),
@@ -974,7 +976,10 @@ def fuzz(target: tuple[str, int], *, count: int, seed: int, rate: float = 100.0,
                 break
             if progress and i % 500 == 0:
                 progress(i, stats)
-            if mutator.rng.random() < reinvite_share:
+            reinvite = mutator.rng.random() < reinvite_share
+            agent = agents[mutator.rng.randrange(len(agents))]  # drawn either way: the RNG
+            # stream, so every message, depends on the seed alone, not on how the server answers
+            if reinvite:
                 if holder is None or holder.ended_by_server or holder.to is None:
                     if holder is not None:
                         holder.close()
@@ -988,17 +993,18 @@ def fuzz(target: tuple[str, int], *, count: int, seed: int, rate: float = 100.0,
                     base = holder.invite_bytes()
                     holder.cseq -= 1
                     message = _draw(mutator, base, stats)
+                    stats.log.append((i, "re-INVITE", message))
                     code = holder.reinvite(message, timeout_s=1.0)
                     holder.poll(0.0)
                     stats.reinvites += 1
                     stats.reinvite_codes[code] += 1
                     stats.sent += 1
                     continue
-            agent = agents[mutator.rng.randrange(len(agents))]
             base = invite_message(target, agent.host, agent.port, agent.media_port,
                                   call_id=b"fuzz-%d-%d" % (seed, i), caller=b"+1555%07d" % i,
                                   from_tag=b"f%d" % i)
             message = _draw(mutator, base, stats)
+            stats.log.append((i, agent.host, message))
             agent.send(message)
             stats.sent += 1
         time.sleep(1.0)  # the last answers

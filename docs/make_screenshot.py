@@ -10,8 +10,8 @@ Dana in headless Debian Chromium (/usr/bin/chromium) and saves a full-page scree
 from __future__ import annotations
 
 import argparse
-import json
 import asyncio
+import json
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path

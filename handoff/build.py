@@ -12,9 +12,22 @@ from datetime import date, datetime
 
 from handoff.crm import CrmStore
 from handoff.evidence import find_evidence
-from handoff.package import (AccountPart, ActionPart, Alternative, CallInfoPart, CasePart,
-                             ChargePart, CustomerPart, EscalationPart, EvidencePart,
-                             HandoffPackage, IntentPart, OrderPart, ReasonPart, SentimentPart)
+from handoff.package import (
+    AccountPart,
+    ActionPart,
+    Alternative,
+    CallInfoPart,
+    CasePart,
+    ChargePart,
+    CustomerPart,
+    EscalationPart,
+    EvidencePart,
+    HandoffPackage,
+    IntentPart,
+    OrderPart,
+    ReasonPart,
+    SentimentPart,
+)
 from handoff.reason import caller_reason
 from handoff.summary import summarize
 from intents.dialogue.escalation import sentiment_label

@@ -263,14 +263,16 @@ def _case_info(row: Case) -> CaseInfo:
     return CaseInfo(row.id, row.customer_id, row.subject, row.status, row.notes, row.created_at)
 
 
-_FIRST = ("James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara "
-          "Richard Susan Joseph Jessica Thomas Sarah Charles Karen Maria Ahmed Wei Priya Olga "
-          "Diego Aisha Kenji Fatima Lars").split()
-_LAST = ("Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez "
-         "Lopez Gonzalez Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Khan Chen Patel "
-         "Novak Silva Okafor Tanaka Haddad Berg").split()
-_ITEMS = ("Monthly plan", "Headphones", "Router rental", "Late fee", "Phone case", "Streaming add-on",
-          "Delivery charge", "Laptop stand", "Warranty extension", "Gift card")
+_FIRST = ["James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
+          "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas",
+          "Sarah", "Charles", "Karen", "Maria", "Ahmed", "Wei", "Priya", "Olga", "Diego", "Aisha",
+          "Kenji", "Fatima", "Lars"]
+_LAST = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
+         "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
+         "Moore", "Jackson", "Martin", "Lee", "Khan", "Chen", "Patel", "Novak", "Silva", "Okafor",
+         "Tanaka", "Haddad", "Berg"]
+_ITEMS = ("Monthly plan", "Headphones", "Router rental", "Late fee", "Phone case",
+          "Streaming add-on", "Delivery charge", "Laptop stand", "Warranty extension", "Gift card")
 
 
 def seed(store: CrmStore, customers: int = 3000, rng_seed: int = 20261122,

@@ -7,12 +7,15 @@ is before the call's date; a delayed order is one the CRM marks ``delayed``. A c
 contradict is said too (a "charged twice" with no duplicate among the charges on the card, a
 "hasn't arrived" for an order marked delivered), because that is what the agent must know first.
 
-| intent (or the caller's words) | rules |
-|---|---|
-| billing_question, refund, payment, cancel_service; "twice", "double" | duplicate charges; the charges the caller named (item or amount); the largest charge when the bill is "too high" or "not recognised" |
-| order_status, refund; "hasn't arrived", "late", "where is my order" | the order named (slot, number said, lookup): late, delayed, marked delivered; else open orders that are late or delayed |
-| payment, cancel_service | the account balance, unless the IVR read it out |
-| any | open cases whose subject shares a word with what the caller said |
+The rules, by intent (or the caller's words):
+
+- billing_question, refund, payment, cancel_service; "twice", "double": duplicate charges; the
+  charges the caller named (item or amount); the largest charge when the bill is "too high" or
+  "not recognised".
+- order_status, refund; "hasn't arrived", "late", "where is my order": the order named (slot,
+  number said, lookup): late, delayed, marked delivered; else open orders late or delayed.
+- payment, cancel_service: the account balance, unless the IVR read it out.
+- any: open cases whose subject shares a word with what the caller said.
 """
 
 from __future__ import annotations

@@ -15,15 +15,15 @@ from typing import Any
 from loguru import logger
 
 from handoff.aftercall import disposition_for, write_after_call
+from handoff.build import build_package
 from handoff.crm import CrmStore
 from handoff.desktop import DesktopHub
-from handoff.build import build_package
 from handoff.package import TranscriptLine
 from handoff.settings import HandoffSettings
-from intents.dialogue.state import CallState
 from handoff.store import HandoffStore
 from handoff.summary import LlmSummarizer, spoken_summary
 from handoff.webhooks import WebhookPusher
+from intents.dialogue.state import CallState
 
 
 def iso(ts: float) -> str:
@@ -98,7 +98,7 @@ class HandoffPublisher:
         try:
             await asyncio.to_thread(self.store.update_transfer, handoff_id, outcome,
                                     agent_uri=agent_uri, attempt_result=attempt)
-        except Exception as error:  # recorded in the log; the call goes on
+        except Exception as error:  # noqa: BLE001 - recorded in the log; the call goes on
             logger.error(f"handoff {handoff_id}: transfer update failed: {error}")
         if self.hub is not None:
             try:
@@ -114,7 +114,7 @@ class HandoffPublisher:
                 write_after_call, self.crm, call_id=call_id, customer_id=state.customer_id,
                 disposition=disposition_for(outcome), summary=summary, handoff_id=handoff_id,
                 subject=f"Phone call: {state.route or 'transfer'}")
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             logger.error(f"call {call_id}: after-call record failed: {error}")
             return None
         return {"case_id": record.case_id, "disposition": str(record.disposition)}

@@ -1,12 +1,12 @@
 """The agent's five-second read: who is calling, why, what was done, what is open, how they feel.
 
-Built from the structured package alone, so it is right with the weak embedded LLM (DESIGN.md).
-The caller's reason is their own words (``handoff.reason``), the evidence comes from the CRM
-card by rules per intent (``handoff.evidence``); both are package fields, so the summary is a
-function of the package. A capable LLM may rewrite it through any OpenAI-compatible endpoint;
-the rewrite replaces the facts version only if ``facts_check.violations`` finds no number, name,
-count, state or claimed action in it that the facts do not hold (an action claimed as done must
-be in what the IVR did, not merely in what the caller asked for).
+Built from the structured package alone, so it is right with the weak embedded LLM
+(docs/architecture.md). The caller's reason is their own words (``handoff.reason``), the evidence
+comes from the CRM card by rules per intent (``handoff.evidence``); both are package fields, so the
+summary is a function of the package. A capable LLM may rewrite it through any OpenAI-compatible
+endpoint; the rewrite replaces the facts version only if ``facts_check.violations`` finds no number,
+name, count, state or claimed action in it that the facts do not hold (an action claimed as done
+must be in what the IVR did, not merely in what the caller asked for).
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ def summarize(package: HandoffPackage, *, identified_by_caller_id: bool = True) 
     return " ".join(sentences)
 
 
-_MONTHS = {m[:3]: m for m in ("January February March April May June July August September "
-                              "October November December").split()}
+_MONTHS = {m[:3]: m for m in ["January", "February", "March", "April", "May", "June", "July",
+                              "August", "September", "October", "November", "December"]}
 _SHORT_DATE = re.compile(r"\b(" + "|".join(_MONTHS) + r") (\d{1,2})\b")
 _COUNTED = re.compile(r"\b(two|three|four|five|six|\d+) (\$[\d,]+\.\d\d) ([A-Za-z][\w -]*? "
                       r"(?:charges|fees))\b")

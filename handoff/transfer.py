@@ -197,7 +197,7 @@ class WarmTransfer:
         number = self.call.facts.caller_number
         try:
             await self.publisher.schedule_callback(number, self.call.state.customer_id)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             logger.error(f"call {self.call.facts.call_id}: callback not booked: {error}")
             return False
         await self._set_outcome("callback")
@@ -232,9 +232,8 @@ class WarmTransfer:
             return
         if self.agent_leg is not None and not self.agent_leg.ended.is_set():
             await self.agent_leg.hangup()
-        if self.outcome == "pending":
-            await self._set_outcome("abandoned")
-        elif self.outcome in FAILED_RESULTS and end_reason in ("caller-hangup", "cancelled"):
+        caller_left = end_reason in ("caller-hangup", "cancelled")
+        if self.outcome == "pending" or (self.outcome in FAILED_RESULTS and caller_left):
             await self._set_outcome("abandoned")
         after = await self.publisher.after_call(
             call_id=self.call.facts.call_id, handoff_id=self.handoff_id, outcome=self.outcome,

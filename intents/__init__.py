@@ -1,1 +1,2 @@
-"""Intent detection, DTMF equivalence, entity normalization and caller signals (not yet built)."""
+"""Understanding callers: intents, DTMF equivalence, spoken entities, signals, redaction, and the
+dialogue (``intents.dialogue``). No audio and no SQL here; nothing imported from ``voice``."""

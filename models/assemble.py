@@ -65,9 +65,8 @@ def copy_if_different(source: Path, target: Path) -> Path:
     the virtual environment being recreated or moved)."""
     if target.is_file() and target.stat().st_size == source.stat().st_size:
         return target
-    with _atomic_writer(target) as out:
-        with source.open("rb") as src:
-            shutil.copyfileobj(src, out, COPY_BUFFER_BYTES)
+    with _atomic_writer(target) as out, source.open("rb") as src:
+        shutil.copyfileobj(src, out, COPY_BUFFER_BYTES)
     return target
 
 

@@ -63,7 +63,7 @@ def _timed(name: str, device: str, load: Callable[[], Any],
     started = time.perf_counter()
     try:
         model = load()
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a failure here must not end the call or the process
         return CheckResult(name, device, _ms(started), 0.0, False,
                            f"load failed: {type(error).__name__}: {error}")
     loaded = time.perf_counter()
@@ -71,7 +71,7 @@ def _timed(name: str, device: str, load: Callable[[], Any],
         detail = infer(model)
     except CheckFailed as error:
         return CheckResult(name, device, _ms(started, loaded), _ms(loaded), False, str(error))
-    except Exception as error:  # report every model, even after one fails
+    except Exception as error:  # noqa: BLE001 - report every model, even after one fails
         return CheckResult(name, device, _ms(started, loaded), _ms(loaded), False,
                            f"inference failed: {type(error).__name__}: {error}")
     return CheckResult(name, device, _ms(started, loaded), _ms(loaded), True, detail)

@@ -27,7 +27,7 @@ def cuda_device_count() -> int:
         import ctranslate2
 
         return ctranslate2.get_cuda_device_count()
-    except Exception:  # no CUDA driver or libraries at all: a CPU host
+    except Exception:  # noqa: BLE001 - no CUDA driver or libraries at all: a CPU host
         return 0
 
 
@@ -55,7 +55,7 @@ def torch_device(choice: DeviceChoice) -> str:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
-    except Exception:  # torch missing or its CUDA init failing: the CPU still works
+    except Exception:  # noqa: BLE001 - torch missing or its CUDA init failing: the CPU still works
         return "cpu"
 
 
@@ -67,5 +67,5 @@ def onnx_uses_cuda(choice: DeviceChoice) -> bool:
         import onnxruntime
 
         return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a failure here must not end the call or the process
         return False

@@ -7,8 +7,16 @@ import warnings
 import numpy as np
 import pytest
 
-from voice.audio import (AudioChunk, StreamResampler, mulaw_decode, mulaw_encode, read_audio,
-                         resample, telephone_channel, write_wav)
+from voice.audio import (
+    AudioChunk,
+    StreamResampler,
+    mulaw_decode,
+    mulaw_encode,
+    read_audio,
+    resample,
+    telephone_channel,
+    write_wav,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from models.registry import shared_registry
-
 from conftest import CALLS
 from test_speech_path import word_error_rate
+
+from models.registry import shared_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 

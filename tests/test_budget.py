@@ -10,14 +10,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from conftest import CALLS
 
-from voice.audio import resample
-from voice.pipeline.records import LadderStep
-from voice.app.simulate import simulate_call
 from intents.dialogue.simple import EchoTurnHandler
 from intents.dialogue.turns import CallerTurn, Reply
-
-from conftest import CALLS
+from voice.app.simulate import simulate_call
+from voice.audio import resample
+from voice.pipeline.records import LadderStep
 
 
 class LateLlm(EchoTurnHandler):

@@ -10,7 +10,6 @@ import wave
 from pathlib import Path
 
 import numpy as np
-
 from conftest import CALLS
 
 IVR = [sys.executable, "-m", "voice.app.cli"]
@@ -29,7 +28,7 @@ def test_simulate_prints_one_json_line_per_turn_and_writes_the_reply(tmp_path):
     turns = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(turns) == 2
     for turn in turns:
-        assert KEYS <= set(turn)
+        assert set(turn) >= KEYS
         assert turn["reply_text"].startswith("You said:")
         assert turn["budget"] == "ok" or turn["budget"].startswith(("overrun", "acknowledge"))
     with wave.open(str(out)) as w:

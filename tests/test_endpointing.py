@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from voice.app.settings import TurnSettings
 from voice.endpointing import TurnEventKind as K
 from voice.endpointing import TurnSegmenter, required_silence_ms
-from voice.app.settings import TurnSettings
 
 FRAME = 0.02
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CALLS
 
 from intents.entities import (
     YesNo,
@@ -16,8 +17,6 @@ from intents.entities import (
     mask_card_numbers,
     yes_or_no,
 )
-
-from conftest import CALLS
 
 
 @pytest.mark.parametrize("said, digits", [

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from intents.dialogue.escalation import (EscalationConfig, EscalationPolicy, TurnObservation,
-                                load_escalation_config, sentiment_label, turn_sentiment)
+from intents.dialogue.escalation import (
+    EscalationConfig,
+    EscalationPolicy,
+    TurnObservation,
+    load_escalation_config,
+    sentiment_label,
+    turn_sentiment,
+)
 from intents.dialogue.state import ActionRecord, CallState, IntentRecord
 from intents.signals import Signals
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 
-
-from handoff.crm import DEMO_PHONE, CrmStore
-from intents.dialogue.escalation import EscalationConfig, EscalationPolicy, EscalationThresholds
 from handoff.build import build_package
+from handoff.crm import DEMO_PHONE, CrmStore
 from intents.config import load_menu
-from models.registry import shared_registry
+from intents.dialogue.escalation import EscalationConfig, EscalationPolicy, EscalationThresholds
 from intents.dialogue.manager import TurnManager
-from intents.dialogue.turns import CallInfo, CallerTurn
+from intents.dialogue.turns import CallerTurn, CallInfo
+from models.registry import shared_registry
 
 
 def manager(crm, classifier, config: EscalationConfig | None = None) -> TurnManager:

@@ -7,14 +7,13 @@ import json
 
 import pytest
 from fastapi import FastAPI, Request
-
-from handoff.crm import DEMO_ORDER, DEMO_PHONE, CrmStore, seed
-from handoff.build import build_package
-from handoff.package import SCHEMA_PATH, TranscriptLine, load_package, validated_dict
-from intents.dialogue.state import ActionRecord, CallState, EscalationDecision, IntentRecord
-from handoff.summary import LlmSummarizer, summarize
-
 from loopback import serve
+
+from handoff.build import build_package
+from handoff.crm import DEMO_ORDER, DEMO_PHONE, CrmStore, seed
+from handoff.package import SCHEMA_PATH, TranscriptLine, load_package, validated_dict
+from handoff.summary import LlmSummarizer, summarize
+from intents.dialogue.state import ActionRecord, CallState, EscalationDecision, IntentRecord
 
 SHIPPED = {"found": True, "order_number": DEMO_ORDER, "status": "shipped", "carrier": "UPS",
            "placed_on": "2026-11-19", "eta": "2026-11-24"}

@@ -6,15 +6,18 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
-from handoff.aftercall import Disposition, after_call_from_package, disposition_for, \
-    write_after_call
-from handoff.api import handoff_router
-from handoff.crm import DEMO_PHONE, CrmStore, seed
-from handoff.build import build_package
-from handoff.store import HandoffStore
-
 from test_handoff_package import TRANSCRIPT, order_call
+
+from handoff.aftercall import (
+    Disposition,
+    after_call_from_package,
+    disposition_for,
+    write_after_call,
+)
+from handoff.api import handoff_router
+from handoff.build import build_package
+from handoff.crm import DEMO_PHONE, CrmStore, seed
+from handoff.store import HandoffStore
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FIXTURES
 
 from intents.classifier import IntentClassifier
 from intents.config import OUT_OF_SCOPE, MenuConfig, load_menu
 from models.registry import shared_registry
-
-from conftest import FIXTURES
 
 TEST_CSV = FIXTURES / "intents" / "retail_billing_test.csv"
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CALLS
 
-from models.llm_server import EmbeddedLlmServer
-from models.registry import shared_registry
-from voice.pipeline.records import LadderStep
-from voice.app.simulate import simulate_call
 from intents.dialogue.simple import LlmTurnHandler
 from intents.dialogue.turns import CallerTurn
-
-from conftest import CALLS
+from models.llm_server import EmbeddedLlmServer
+from models.registry import shared_registry
+from voice.app.simulate import simulate_call
+from voice.pipeline.records import LadderStep
 
 pytestmark = pytest.mark.slow
 
@@ -85,8 +84,8 @@ async def test_free_form_answers_are_bounded_and_checked(llm_url):
     from intents.classifier import IntentClassifier
     from intents.config import load_menu
     from intents.dialogue.agent import LlmAgent
-    from intents.dialogue.tools import Tools
     from intents.dialogue.manager import TurnManager
+    from intents.dialogue.tools import Tools
     from intents.dialogue.turns import CallInfo
 
     crm = CrmStore("sqlite://")

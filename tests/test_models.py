@@ -18,8 +18,8 @@ import soundfile
 import soxr
 
 from models.assemble import concatenate
-from models.checks import run_checks
 from models.catalog import Bundled, package_dir
+from models.checks import run_checks
 from models.config import ModelSettings
 from models.device import choose_device
 from models.llm_server import EmbeddedLlmServer

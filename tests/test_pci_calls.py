@@ -13,23 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from handoff.crm import DEMO_PHONE
-from handoff.build import build_package
-from handoff.store import HandoffStore
-from handoff.webhooks import WebhookPusher
-from intents.config import load_menu
-from intents.entities import digit_runs
-from models.registry import shared_registry
-from voice.audio import AudioChunk, read_audio, telephone_channel
-from voice.app.callstore import CallRecord, CallStore
-from voice.app.simulate import simulate_call
-from intents.dialogue.manager import TurnManager
-from intents.dialogue.turns import CallInfo
-
 from loopback import serve
 from test_policy_signals_dtmf import tone
 from test_webhooks import SECRET, receiver
+
+from handoff.build import build_package
+from handoff.crm import DEMO_PHONE
+from handoff.store import HandoffStore
+from handoff.webhooks import WebhookPusher
+from intents.config import load_menu
+from intents.dialogue.manager import TurnManager
+from intents.dialogue.turns import CallInfo
+from intents.entities import digit_runs
+from models.registry import shared_registry
+from voice.app.callstore import CallRecord, CallStore
+from voice.app.simulate import simulate_call
+from voice.audio import AudioChunk, read_audio, telephone_channel
 
 VISA, MASTERCARD, AMEX = "4111111111111111", "5555555555554444", "378282246310005"
 CARDS = (VISA, MASTERCARD, AMEX)

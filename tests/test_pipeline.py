@@ -6,15 +6,14 @@ import asyncio
 
 import numpy as np
 import pytest
-
-from voice.audio import AudioChunk, read_audio, resample
-from voice.pipeline.records import Stage
-from voice.app.simulate import simulate_call
-from intents.dialogue.simple import EchoTurnHandler
-from intents.dialogue.turns import CallInfo, CallerTurn, Expect, Reply
-
 from conftest import CALLS, FIXTURES
 from test_speech_path import word_error_rate
+
+from intents.dialogue.simple import EchoTurnHandler
+from intents.dialogue.turns import CallerTurn, CallInfo, Expect, Reply
+from voice.app.simulate import simulate_call
+from voice.audio import AudioChunk, read_audio, resample
+from voice.pipeline.records import Stage
 
 ALL_STAGES = {str(s) for s in Stage}
 

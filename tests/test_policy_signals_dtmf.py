@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import FIXTURES
 
 from intents.classifier import IntentClassifier, Prediction
 from intents.config import load_menu
-from voice.dtmf import DtmfDetector
 from intents.policy import Action, MenuPolicy
 from intents.signals import SignalTracker
 from models.registry import shared_registry
 from voice.audio import mulaw_decode, mulaw_encode, read_audio, resample, telephone_channel
-
-from conftest import FIXTURES
+from voice.dtmf import DtmfDetector
 
 
 @pytest.fixture(scope="module")

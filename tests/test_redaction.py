@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from intents.redaction import Secret, redact, redact_keyed, scan
 from intents.entities import digit_runs, mask_card_numbers
+from intents.redaction import Secret, redact, redact_keyed, scan
 
 
 @pytest.mark.parametrize("heard", [

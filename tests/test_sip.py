@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sip import scenarios as sc
 from bench.harness import SIPP, IvrProcess, run_peer, run_sipp
+from tests.sip import scenarios as sc
 from tests.sip.rtp_pcap import write_rtp_pcap
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"

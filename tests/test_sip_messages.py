@@ -1,7 +1,13 @@
 """What the IVR reads from an INVITE, from literal SIP text (no network)."""
 
-from voice.transports.sip.messages import (address_allowed, display_name, header, parse_invite,
-                                source_host, uri_user)
+from voice.transports.sip.messages import (
+    address_allowed,
+    display_name,
+    header,
+    parse_invite,
+    source_host,
+    uri_user,
+)
 
 INVITE = (
     "INVITE sip:+18005550100@ivr.example.net SIP/2.0\r\n"

@@ -14,8 +14,16 @@ import string
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from voice.transports.sip.messages import (InviteInfo, address_allowed, display_name, header,
-                                           header_values, parse_invite, source_host, uri_user)
+from voice.transports.sip.messages import (
+    InviteInfo,
+    address_allowed,
+    display_name,
+    header,
+    header_values,
+    parse_invite,
+    source_host,
+    uri_user,
+)
 
 FAST = settings(max_examples=300, deadline=None)
 WIRE = st.binary(max_size=2000).map(lambda b: b.decode("utf-8", "surrogateescape"))

@@ -6,8 +6,14 @@ import pytest
 
 from voice.transports.sip.messages import InviteInfo
 from voice.transports.sip.refusals import RefusalLog
-from voice.transports.sip.screen import (Request, Throttle, check_framing, check_offer, check_require,
-                              sdp_problem)
+from voice.transports.sip.screen import (
+    Request,
+    Throttle,
+    check_framing,
+    check_offer,
+    check_require,
+    sdp_problem,
+)
 
 SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
        "m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n")

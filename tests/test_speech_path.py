@@ -6,14 +6,12 @@ import re
 
 import numpy as np
 import pytest
+from conftest import CALLS, FIXTURES
 
-
+from voice.app.settings import VadSettings
 from voice.asr import FULL_WINDOW_S, window_frames
 from voice.audio import AudioChunk, read_audio, resample, telephone_channel
-from voice.app.settings import VadSettings
 from voice.vad import SpeechDetector
-
-from conftest import CALLS, FIXTURES
 
 
 def words(text: str) -> list[str]:

@@ -11,14 +11,14 @@ from datetime import date, timedelta
 
 import pytest
 
-from handoff.crm import DEMO_PHONE, CrmStore, CustomerCard
-from intents.dialogue.facts_check import violations
 from handoff.build import build_package
+from handoff.crm import DEMO_PHONE, CrmStore, CustomerCard
 from handoff.package import HandoffPackage, TranscriptLine
 from handoff.reason import caller_reason, clean_clause
-from intents.redaction import redact
+from intents.dialogue.facts_check import violations
 from intents.dialogue.state import ActionRecord, CallState, EscalationDecision, IntentRecord
 from intents.dialogue.tools import Tools
+from intents.redaction import redact
 
 SAY = {2: "two", 3: "three", 4: "four"}
 

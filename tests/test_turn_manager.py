@@ -5,16 +5,15 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import CALLS
 
 from handoff.crm import DEMO_ORDER, DEMO_PHONE, CrmStore, Customer, seed
 from intents.config import load_menu
+from intents.dialogue.manager import TurnManager
+from intents.dialogue.tools import Tools
+from intents.dialogue.turns import CallerTurn, CallInfo, Expect
 from models.registry import shared_registry
 from voice.app.simulate import simulate_call
-from intents.dialogue.tools import Tools
-from intents.dialogue.manager import TurnManager
-from intents.dialogue.turns import CallInfo, CallerTurn, Expect
-
-from conftest import CALLS
 
 
 def manager(crm, classifier) -> TurnManager:
@@ -212,8 +211,8 @@ async def test_a_keypad_tone_in_the_audio_routes_like_the_spoken_request(setting
                                                                           classifier):
     """In-band DTMF (no RFC 4733): pressing 1 starts the same flow as 'where is my order'."""
     import numpy as np
-
     from test_policy_signals_dtmf import tone
+
     from voice.audio import AudioChunk, mulaw_decode, mulaw_encode
 
     keyed = np.concatenate([np.zeros(4000, np.int16), tone("1", 8000, 0.12),

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from fastapi import FastAPI, Request
 
-from tests.loopback import serve
 from bench.harness import SIPP, IvrProcess, free_port, peer_result, run_peer
+from tests.loopback import serve
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(SIPP is None, reason="sip-tester missing (`make test`)")]
@@ -37,11 +37,11 @@ def spoken(lines: list[tuple[str, float]], path: Path) -> Path:
 
 def heard(recording: Path, start_s: float, end_s: float, channel: int = 1) -> str:
     """What Whisper hears in ``channel`` of a peer's stereo recording (1: what it received)."""
+    import soundfile
+
+    from voice.app.settings import IvrSettings
     from voice.audio import resample
     from voice.engines import shared_engines
-    from voice.app.settings import IvrSettings
-
-    import soundfile
 
     audio, rate = soundfile.read(recording, dtype="int16")
     part = audio[int(start_s * rate):int(end_s * rate), channel]

@@ -7,16 +7,14 @@ import time
 
 import pytest
 from fastapi import FastAPI, Request, Response
-
-from handoff.crm import CrmStore, seed
-from handoff.build import build_package
-from handoff.store import HandoffStore
-from standardwebhooks import Webhook, WebhookVerificationError
-
-from handoff.webhooks import WebhookPusher, signer, webhook_signing_secret
-
 from loopback import free_port, serve
+from standardwebhooks import Webhook, WebhookVerificationError
 from test_handoff_package import TRANSCRIPT, order_call
+
+from handoff.build import build_package
+from handoff.crm import CrmStore, seed
+from handoff.store import HandoffStore
+from handoff.webhooks import WebhookPusher, signer, webhook_signing_secret
 
 SECRET = "s3cret-shared-with-the-crm"
 

@@ -24,8 +24,8 @@ import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 
-from voice.audio import ASR_SAMPLE_RATE, int16_to_float
 from voice.app.settings import AsrSettings
+from voice.audio import ASR_SAMPLE_RATE, int16_to_float
 
 MIN_WINDOW_S = 10.0  # shorter windows made tiny.en repeat itself on 1-2 s turns
 WINDOW_STEP_S = 5.0

@@ -138,10 +138,11 @@ class TurnSegmenter:
 
 
 _TRAILING_WORDS = frozenset(
-    "and or but so because um uh er erm the a an to of with for like if then that which my "
-    "your our".split())
+    ["and", "or", "but", "so", "because", "um", "uh", "er", "erm", "the", "a", "an", "to", "of",
+     "with", "for", "like", "if", "then", "that", "which", "my", "your", "our"])
 _DIGIT_WORDS = frozenset(
-    "zero oh o one two three four five six seven eight nine double triple".split())
+    ["zero", "oh", "o", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+     "double", "triple"])
 
 
 def _ends_with_digits(words: list[str]) -> int:

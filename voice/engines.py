@@ -15,10 +15,9 @@ import numpy as np
 from piper import SynthesisConfig
 
 from models.registry import shared_registry
+from voice.app.settings import IvrSettings
 from voice.asr import Transcript, WhisperTranscriber
 from voice.audio import ASR_SAMPLE_RATE, resample
-from voice.app.settings import IvrSettings
-
 
 LEAD_QUIET_DBFS = -50.0
 LEAD_KEEP_MS = 10

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import webrtcvad
 
-from voice.audio import ASR_SAMPLE_RATE
 from voice.app.settings import VadSettings
+from voice.audio import ASR_SAMPLE_RATE
 
 SILERO_CHUNK = 512  # samples at 16 kHz (32 ms): the only window size Silero v5+ accepts
 _SILERO_CONTEXT = 64
@@ -31,7 +31,8 @@ class SileroStream:
         if chunk.shape != (SILERO_CHUNK,):
             raise ValueError(f"Silero takes {SILERO_CHUNK} samples at 16 kHz")
         x = np.concatenate([self._context, chunk[None, :].astype(np.float32)], axis=1)
-        out, self._state = self.session.run(None, {"input": x, "state": self._state, "sr": self._sr})
+        feeds = {"input": x, "state": self._state, "sr": self._sr}
+        out, self._state = self.session.run(None, feeds)
         self._context = x[:, -_SILERO_CONTEXT:]
         return float(out[0][0])
 

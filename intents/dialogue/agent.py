@@ -2,8 +2,8 @@
 
 Used for what no flow covers. The LLM may call tools (OpenAI tool-calling API) at most
 ``max_tool_iterations`` times per turn; its final text is spoken only if every number, name and
-claimed action in it is backed by what the tools returned (intents.dialogue.guardrails). Otherwise the
-caller hears the fallback, which never states a fact.
+claimed action in it is backed by what the tools returned (intents.dialogue.guardrails). Otherwise
+the caller hears the fallback, which never states a fact.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Checks LLM-written text (a spoken reply, a handoff summary) against the facts.
 
-The embedded 135M model writes fluent falsehoods (DESIGN.md), so a rewrite is accepted only if
-every number, date, money amount and proper name in it comes from the facts the flow gave it, and
-it claims no action the system of record did not confirm. Anything else falls back to the
+The embedded 135M model writes fluent falsehoods (docs/architecture.md), so a rewrite is accepted
+only if every number, date, money amount and proper name in it comes from the facts the flow gave
+it, and it claims no action the system of record did not confirm. Anything else falls back to the
 template, which is built from the same facts and is always right.
 
 A handoff summary quotes the caller, so its facts hold the caller's words ("I want a refund",
@@ -61,7 +61,8 @@ def violations(reply: str, facts_text: str, confirmed_actions: set[str] | None =
     known_words = set(re.findall(r"[A-Za-z']+", facts_text))
     # A quotation opens a sentence and may end one: its first word is not a name either.
     for sentence in re.split(r"(?<=[.!?])\s+|(?<=[.!?][\"'”])\s+|\s+(?=[\"“])", reply):
-        for word in re.findall(r"[A-Za-z']+", sentence)[1:]:  # a sentence's first word is not a name
+        # A sentence's first word is not a name.
+        for word in re.findall(r"[A-Za-z']+", sentence)[1:]:
             if word[0].isupper() and word not in known_words and word not in _ALWAYS_OK:
                 found.append(f"name {word!r} is not in the facts")
     confirmed = {a.lower() for a in (confirmed_actions or set())}

@@ -1,8 +1,9 @@
 """The turn manager: intent -> flow -> slots -> tools -> a reply built from the facts.
 
 Templated replies carry the call on their own, because the embedded LLM is too weak to be trusted
-with facts (DESIGN.md). The flow asks for what it needs, reads numbers back in digit groups for
-confirmation, calls typed tools, and never claims an action the CRM did not confirm.
+with facts (it wrote a fluent, false summary of a sample call here). The flow asks for what it
+needs, reads numbers back in digit groups for confirmation, calls typed tools, and never claims an
+action the CRM did not confirm.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ import time
 from dataclasses import dataclass
 from datetime import date
 
-from intents.dialogue.escalation import EscalationPolicy, TurnObservation
-from intents.redaction import SECRET_SLOT_KEY, SECRET_SLOTS, keypad_only, redact, redact_keyed
-from intents.dialogue.state import (ActionRecord, CallState, EscalationDecision, IntentRecord,
-                                    TranscriptLine)
 from intents.classifier import IntentClassifier
 from intents.config import OUT_OF_SCOPE, MenuConfig
+from intents.dialogue.agent import AgentAnswer, LlmAgent
+from intents.dialogue.escalation import EscalationPolicy, TurnObservation
+from intents.dialogue.guardrails import violations
+from intents.dialogue.state import (
+    ActionRecord,
+    CallState,
+    EscalationDecision,
+    IntentRecord,
+    TranscriptLine,
+)
+from intents.dialogue.tools import Crm, ToolResult, Tools
+from intents.dialogue.turns import CallerTurn, CallInfo, Expect, Reply
 from intents.entities import (
     CARD_MAX_DIGITS,
     CARD_MIN_DIGITS,
@@ -31,11 +40,8 @@ from intents.entities import (
 )
 from intents.llm_fallback import LlmFallback
 from intents.policy import Action, Decision, MenuPolicy
+from intents.redaction import SECRET_SLOT_KEY, SECRET_SLOTS, keypad_only, redact, redact_keyed
 from intents.signals import Signals, SignalTracker
-from intents.dialogue.agent import AgentAnswer, LlmAgent
-from intents.dialogue.guardrails import violations
-from intents.dialogue.tools import Crm, ToolResult, Tools
-from intents.dialogue.turns import CallInfo, CallerTurn, Expect, Reply
 
 GREETING = "Thanks for calling. How can I help you today?"
 ANYTHING_ELSE = "Is there anything else I can help with?"
@@ -71,7 +77,7 @@ class LlmPhraser:
                     {"role": "system", "content": self.PROMPT},
                     {"role": "user", "content": f"Facts: {facts}\nReply: {template}"}]),
                 timeout=self.timeout_s)
-        except Exception:  # late or unreachable: the template stands
+        except Exception:  # noqa: BLE001 - late or unreachable: the template stands
             return None
         text = (answer.choices[0].message.content or "").strip()
         return text or None
@@ -214,7 +220,7 @@ class TurnManager:
     async def end_call(self, reason: str) -> None:
         return None
 
-    # -- escalation ----------------------------------------------------------------------------------
+    # -- escalation --------------------------------------------------------------------------------
 
     def _decide(self, turn: CallerTurn | None, text: str, signals: Signals, *, request: bool,
                 record: IntentRecord | None = None) -> EscalationDecision:
@@ -253,7 +259,7 @@ class TurnManager:
         self.transcript.append(TranscriptLine(turn=self._turn, speaker="caller",
                                               text=f"[keyed {keyed}]"))
 
-    # -- decisions -----------------------------------------------------------------------------------
+    # -- decisions ---------------------------------------------------------------------------------
 
     def _act(self, decision: Decision, turn: CallerTurn | None) -> Reply:
         if decision.action == Action.CLARIFY or decision.action == Action.MENU:
@@ -296,7 +302,7 @@ class TurnManager:
                               f"confirm the new address with you. {ANYTHING_ELSE}")
         return self._to_queue("general", f"no self-service flow {flow!r}", turn)
 
-    # -- slots ----------------------------------------------------------------------------------------
+    # -- slots -------------------------------------------------------------------------------------
 
     def _continue_slot(self, text: str) -> Reply | None:
         pending = self._pending
@@ -388,7 +394,7 @@ class TurnManager:
             return self._ask_keyed_secret("card_number", f"{balance} {KEY_IN_CARD}")
         return Reply(text=f"{balance} {ANYTHING_ELSE}")
 
-    # -- secrets by keypad ----------------------------------------------------------------------------
+    # -- secrets by keypad -------------------------------------------------------------------------
 
     def _ask_keyed_secret(self, slot: str, text: str) -> Reply:
         """Ask for a keypad-only secret: the reply names the slot, and the pipeline stops
@@ -460,7 +466,7 @@ class TurnManager:
             reply.text = rewrite
         return reply
 
-    # -- tools ------------------------------------------------------------------------------------------
+    # -- tools -------------------------------------------------------------------------------------
 
     def _tool(self, name: str, **arguments) -> ToolResult:
         result = self.tools.call(name, **arguments)

@@ -92,7 +92,8 @@ class Tools:
             return ToolResult(False, error=f"invalid arguments: {error.errors()[0]['msg']}")
         try:
             return handler(params)
-        except Exception as error:  # the system of record failed: say so, never pretend
+        except Exception as error:  # noqa: BLE001
+            # the system of record failed: say so, never pretend
             return ToolResult(False, error=f"{type(error).__name__}: {error}")
 
     @tool("order_status", "Status, carrier and delivery date of an order.")

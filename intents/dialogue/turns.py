@@ -9,12 +9,10 @@ in ``intents.dialogue.simple`` (echo, for benchmarks; a bare LLM).
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
-
 
 
 class Expect(StrEnum):

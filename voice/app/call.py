@@ -25,11 +25,11 @@ from pipecat.frames.frames import InputDTMFFrame
 from handoff.publish import CallFacts
 from intents.dialogue.turns import CallerTurn, CallInfo, Reply, TurnHandler
 from voice.app.callstore import CallRecord, CallStore
+from voice.app.settings import IvrSettings
 from voice.pipeline.records import TurnRecord
 from voice.pipeline.session import CallSession
-from voice.app.settings import IvrSettings
-from voice.transports.players import LoopPlayer, hold_music
 from voice.transports.base import CallLine, LineEventKind
+from voice.transports.players import LoopPlayer, hold_music
 
 if TYPE_CHECKING:
     from handoff.transfer import WarmTransfer
@@ -110,7 +110,7 @@ class Call:
     def call_id(self) -> str:
         return self.record.id
 
-    # -- the call ------------------------------------------------------------------------------------
+    # -- the call ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
         info = self.line.info
@@ -123,7 +123,7 @@ class Call:
         except asyncio.CancelledError:
             reason = "shutdown"
             await self.line.hangup()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             logger.exception(f"call {self.call_id}: failed: {error}")
             reason = "error"
             await self.line.hangup(500)
@@ -248,7 +248,7 @@ class Call:
                 logger.info(f"call {self.call_id}: caller silent, saying goodbye")
                 await session.say(limits.goodbye_silence, end_call=True)
 
-    # -- what a warm transfer uses (handoff.transfer.TransferringCall) ------------------------------
+    # -- what a warm transfer uses (handoff.transfer.TransferringCall) -----------------------------
 
     @property
     def facts(self) -> CallFacts:
@@ -303,7 +303,7 @@ class Call:
     async def hangup(self) -> None:
         await self.line.hangup()
 
-    # -- ending ---------------------------------------------------------------------------------------
+    # -- ending ------------------------------------------------------------------------------------
 
     async def _finish(self, reason: str) -> None:
         self.record.end_reason = reason
@@ -311,7 +311,7 @@ class Call:
             self.line.play_from(None)
             try:
                 await asyncio.wait_for(self.session.end(reason), 15.0)
-            except Exception as error:  # the records below are written all the same
+            except Exception as error:  # noqa: BLE001 - the records below are written all the same
                 logger.error(f"call {self.call_id}: pipeline did not end cleanly: {error}")
                 for index in sorted(self.session.turns):
                     self.session.turn_done(index)
@@ -324,7 +324,8 @@ class Call:
         if self.transfer is not None:
             try:
                 await self.transfer.finish(reason)
-            except Exception as error:  # the call record below is written all the same
+            except Exception as error:  # noqa: BLE001
+                # the call record below is written all the same
                 logger.exception(f"call {self.call_id}: after-call work failed: {error}")
         menu_version = getattr(self.state, "menu_version", None)
         if menu_version:
@@ -337,7 +338,7 @@ class Call:
                     f"{self.record.ended_at - self.record.started_at:.1f} s, {turns} turns")
         self.done.set()
 
-    # -- records --------------------------------------------------------------------------------------
+    # -- records -----------------------------------------------------------------------------------
 
     def _on_turn(self, record: TurnRecord) -> None:
         self._last_activity = time.monotonic()

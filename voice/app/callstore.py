@@ -122,7 +122,8 @@ class CallStore:
         with self._lock:
             try:
                 self._merge_call(data)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001
+                # the write that triggered it succeeded all the same
                 self._spool("call", data["id"], data, error)
                 return
             # The database now holds this call's newest state: an older spooled one of it must
@@ -137,7 +138,7 @@ class CallStore:
         try:
             with self._lock:
                 self._merge_turn(call_id, turn)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             self._spool("turn", f"{call_id}-{turn.get('turn')}", {"call_id": call_id, **turn},
                         error)
             return
@@ -240,12 +241,13 @@ class CallStore:
     def _public(row: CallRow, turns: list[dict]) -> dict[str, Any]:
         """The row as the API returns it: always JSON-serializable (rows stored before text
         was escaped may hold lone surrogates; they come back escaped)."""
-        return json_safe({"call_id": row.id, "sip_call_id": row.sip_call_id, "transport": row.transport,
-                "caller_number": row.caller_number, "called_number": row.called_number,
-                "source": row.source, "codec": row.codec,
-                "started_at": _iso(row.started_at), "answered_at": _iso(row.answered_at),
-                "ended_at": _iso(row.ended_at), "end_reason": row.end_reason,
-                "context": row.context or {}, "turns": turns})
+        return json_safe({
+            "call_id": row.id, "sip_call_id": row.sip_call_id, "transport": row.transport,
+            "caller_number": row.caller_number, "called_number": row.called_number,
+            "source": row.source, "codec": row.codec,
+            "started_at": _iso(row.started_at), "answered_at": _iso(row.answered_at),
+            "ended_at": _iso(row.ended_at), "end_reason": row.end_reason,
+            "context": row.context or {}, "turns": turns})
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -277,7 +279,7 @@ class CallStore:
         if self._spool_pending:
             try:
                 self.replay_spool()
-            except Exception as error:  # the write that triggered it succeeded all the same
+            except Exception as error:  # noqa: BLE001
                 logger.error(f"call store: spool replay failed: {error}")
 
     def _spool(self, kind: str, key: str, data: dict[str, Any], error: Exception) -> None:

@@ -136,7 +136,8 @@ def run_demo(out_dir: Path, http_port: int = 8080) -> int:
 
 def _show_call(base: str, caller_number: str, peer: dict) -> None:
     time.sleep(1.0)
-    calls = [c for c in _get(f"{base}/api/calls?limit=5", TOKEN) if c["caller_number"] == caller_number]
+    calls = [c for c in _get(f"{base}/api/calls?limit=5", TOKEN)
+             if c["caller_number"] == caller_number]
     if not calls:
         print("no call record found", file=sys.stderr)
         return

@@ -6,9 +6,9 @@ each call gets its own handler (its own conversation state) over them.
 
 from __future__ import annotations
 
-from voice.app.settings import IvrSettings
 from intents.dialogue.simple import EchoTurnHandler, LlmTurnHandler
 from intents.dialogue.turns import TurnHandler
+from voice.app.settings import IvrSettings
 
 
 class HandlerFactory:
@@ -65,9 +65,9 @@ class HandlerFactory:
         if settings.call.llm_phrasing:
             phraser = LlmPhraser(settings.models.llm_url)
         if settings.call.llm_answers:
-            from models.llm_client import chat_client
             from intents.dialogue.agent import LlmAgent
             from intents.dialogue.tools import Tools
+            from models.llm_client import chat_client
 
             agent = LlmAgent(chat_client(settings.models.llm_url), Tools(parts["crm"]))
         from intents.dialogue.escalation import EscalationPolicy

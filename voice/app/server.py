@@ -30,15 +30,15 @@ from handoff.publish import HandoffPublisher
 from handoff.transfer import WarmTransfer
 from voice.app.call import Call
 from voice.app.callstore import WORKER_LOST, CallRecord, CallStore
-from voice.engines import shared_engines
 from voice.app.handlers import HandlerFactory
 from voice.app.http import LOCAL_HOSTS, create_app
 from voice.app.metrics import IvrMetrics
 from voice.app.settings import IvrSettings
+from voice.engines import shared_engines
 from voice.transports.sip.endpoint import CallLeg, SipEngine
+from voice.transports.sip.line import SipAgentLine, SipCallLine
 from voice.transports.sip.messages import InviteInfo
 from voice.transports.sip.refusals import RefusalLog
-from voice.transports.sip.line import SipAgentLine, SipCallLine
 
 
 def desktop_tokens(entries: list[str]) -> dict[str, str]:
@@ -197,7 +197,7 @@ class IvrServer:
                         f"{grace:.0f} s")
             try:
                 await asyncio.wait_for(asyncio.gather(*pending), grace)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 pass
         self.shutdown.set()  # calls still up end with BYE and write their records
         left = [c.done.wait() for c in self.calls.values()]

@@ -44,7 +44,8 @@ class VadSettings(Section):
     """Voice activity detection: webrtcvad as a cheap gate, Silero to confirm."""
 
     use_webrtcvad: bool = Field(True, description="Run webrtcvad first; frames it calls silence "
-                                "skip Silero. Saves CPU per call; off makes Silero see every frame.")
+                                "skip Silero. Saves CPU per call; off makes Silero see every "
+                                "frame.")
     webrtcvad_mode: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness. Higher "
                                 "rejects more line noise but clips soft word onsets.")
     use_silero: bool = Field(True, description="Confirm speech with Silero. Off leaves webrtcvad "

@@ -17,9 +17,9 @@ import numpy as np
 from intents.dialogue.simple import EchoTurnHandler
 from intents.dialogue.turns import CallInfo, TurnHandler
 from voice.app.call import Call
+from voice.app.settings import IvrSettings
 from voice.audio import AudioChunk, read_audio, write_wav
 from voice.pipeline.records import TurnRecord
-from voice.app.settings import IvrSettings
 from voice.transports.base import LineInfo
 from voice.transports.recorded import RecordedLine, transport_rate_for
 

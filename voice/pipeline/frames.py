@@ -39,7 +39,8 @@ class ReplyAudioFrame(OutputAudioRawFrame):
 
 @dataclass
 class ResumeReplyFrame(SystemFrame):
-    """The barge-in was noise or a backchannel: say the interrupted reply again from its sentence."""
+    """The barge-in was noise or a backchannel: say the interrupted reply again, from the
+    sentence it was cut in."""
 
     reply_id: int
 

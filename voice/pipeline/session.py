@@ -12,15 +12,15 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.workers.runner import WorkerRunner
 
+from intents.dialogue.simple import EchoTurnHandler
+from intents.dialogue.turns import CallInfo, TurnHandler
+from voice.app.settings import IvrSettings
 from voice.asr import Transcript
 from voice.engines import VoiceEngines, shared_engines
 from voice.pipeline.frames import SayFrame
 from voice.pipeline.playout import Interrupted, PlayoutBuffer, PlayoutEvent, PlayoutEventKind
 from voice.pipeline.records import LadderStep, TurnRecord
-from voice.app.settings import IvrSettings
 from voice.pipeline.stages import ListenStage, PlayoutStage, RespondStage, SpeakStage
-from intents.dialogue.simple import EchoTurnHandler
-from intents.dialogue.turns import CallInfo, TurnHandler
 
 TurnCallback = Callable[[TurnRecord], None]
 
@@ -216,7 +216,7 @@ class CallSession:
             self._asr_downgraded = True
             self._pending_ladder = LadderStep.SMALLER_ASR.value
 
-    # -- turn records --------------------------------------------------------------------------------
+    # -- turn records ------------------------------------------------------------------------------
 
     def add_turn(self, record: TurnRecord) -> None:
         if self._pending_ladder:

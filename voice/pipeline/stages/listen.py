@@ -28,17 +28,16 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from intents.dialogue.turns import CallerTurn, Expect
 from intents.redaction import keypad_only, redact
-from voice.dtmf import DtmfDetector
 from voice.asr import Transcript
 from voice.audio import ASR_SAMPLE_RATE, StreamResampler
+from voice.dtmf import DtmfDetector
 from voice.endpointing import TurnEvent, TurnEventKind, TurnSegmenter, required_silence_ms
+from voice.pipeline.context import CallContext
 from voice.pipeline.frames import CallerTurnFrame, ExpectFrame, ResumeReplyFrame, SayFrame
 from voice.pipeline.records import TurnRecord, TurnTimes
-from intents.dialogue.turns import CallerTurn, Expect
 from voice.vad import SpeechDetector
-from voice.pipeline.context import CallContext
-
 
 BACKCHANNELS = frozenset({"", "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "okay",
                           "ok", "yeah", "right", "uh", "um", "yes", "i see", "sure"})

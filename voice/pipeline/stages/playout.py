@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
 from pipecat.frames.frames import Frame, InterruptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from voice.pipeline.frames import ReplyAudioFrame
 from voice.pipeline.context import CallContext
-
+from voice.pipeline.frames import ReplyAudioFrame
 
 
 class PlayoutStage(FrameProcessor):

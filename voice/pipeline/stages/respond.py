@@ -22,12 +22,16 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.string import match_endofsentence
 
-from voice.pipeline.frames import (CallerTurnFrame, ExpectFrame, ReplyTextFrame,
-                                   ResumeReplyFrame, SayFrame)
-from voice.pipeline.records import LadderStep
 from intents.dialogue.turns import CallerTurn, Reply
 from voice.pipeline.context import CallContext
-
+from voice.pipeline.frames import (
+    CallerTurnFrame,
+    ExpectFrame,
+    ReplyTextFrame,
+    ResumeReplyFrame,
+    SayFrame,
+)
+from voice.pipeline.records import LadderStep
 
 
 def split_sentences(text: str) -> list[str]:
@@ -90,7 +94,9 @@ class RespondStage(FrameProcessor):
                                           name=f"{self.session.call_id}-ack-{turn.index}")
         try:
             reply = await self.session.handler.handle_turn(turn)
-        except Exception as error:  # a failing turn manager must not leave the caller in silence
+        except Exception as error:  # noqa: BLE001
+            # a failing handler must not end the call silently
+            # a failing turn manager must not leave the caller in silence
             logger.exception(f"{self.session.call_id}: turn handler failed: {error}")
             reply = Reply(text="Sorry, something went wrong on our side. Could you say that "
                                "again?")
@@ -125,7 +131,7 @@ class RespondStage(FrameProcessor):
                 said.append(piece)
                 self.replies[reply_id] = "".join(said)
                 await self.push_frame(ReplyTextFrame(reply_id, turn_index, piece))
-        except Exception as error:  # a failing handler must not end the call silently
+        except Exception as error:  # noqa: BLE001
             logger.exception(f"{self.session.call_id}: turn handler failed: {error}")
             if not said:
                 said.append("Sorry, something went wrong on our side.")
@@ -150,7 +156,7 @@ class RespondStage(FrameProcessor):
         budget_s = self.session.settings.budget.turn_manager_ms / 1000
         try:
             first = await asyncio.wait_for(anext(stream), timeout=budget_s)
-        except (TimeoutError, asyncio.TimeoutError, StopAsyncIteration) as late:
+        except (TimeoutError, StopAsyncIteration) as late:
             await stream.aclose()
             if isinstance(late, StopAsyncIteration) and not reply.fallback_text:
                 return

@@ -15,10 +15,8 @@ from pipecat.frames.frames import Frame, InterruptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.string import match_endofsentence
 
-from voice.pipeline.frames import ReplyAudioFrame, ReplyTextFrame
 from voice.pipeline.context import CallContext
-
-
+from voice.pipeline.frames import ReplyAudioFrame, ReplyTextFrame
 
 _CLAUSE = re.compile(r"[,:;]\s")
 _MIN_CLAUSE_WORDS = 2

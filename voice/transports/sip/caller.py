@@ -4,7 +4,8 @@ what it hears where a caller would: frames sent and received are stamped on the 
 clock, so the gap between the end of its speech and the first audible sample of the reply is the
 voice-to-voice latency at the caller side, jitter buffers, codecs and the network included.
 
-Run ``python -m voice.transports.sip.caller --help``; it prints one JSON object when the call is over.
+Run ``python -m voice.transports.sip.caller --help``; it prints one JSON object when the call is
+over.
 """
 
 from __future__ import annotations
@@ -363,9 +364,9 @@ def run_caller(args: argparse.Namespace) -> dict:
                 elapsed = time.time() - play_started
                 while dtmf and elapsed >= dtmf[0][0]:
                     peer.send_dtmf(dtmf.pop(0)[1], args.dtmf_method)
-                if args.hangup_after is not None and elapsed >= args.hangup_after:
-                    peer.hangup()
-                elif deadline is not None and time.time() >= deadline and not args.stay:
+                asked = args.hangup_after is not None and elapsed >= args.hangup_after
+                played = deadline is not None and time.time() >= deadline and not args.stay
+                if asked or played:
                     peer.hangup()
         sent, received = peer.audio()
         ended_by = "caller" if peer.we_hung_up else \

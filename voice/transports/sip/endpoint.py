@@ -28,8 +28,15 @@ from voice.app.settings import SipSettings
 from voice.transports.sip.guard import Incoming, RequestGuard, transport_remote
 from voice.transports.sip.media import BridgePort
 from voice.transports.sip.messages import InviteInfo, address_allowed, parse_invite, source_host
-from voice.transports.sip.screen import (DROP, Answer, Request, Throttle, check_framing, check_offer,
-                              check_require)
+from voice.transports.sip.screen import (
+    DROP,
+    Answer,
+    Request,
+    Throttle,
+    check_framing,
+    check_offer,
+    check_require,
+)
 
 # The pjsua2-python wheel is built with PJSUA_MAX_CALLS = 4: pjsua refuses a fifth call leg in a
 # process (inbound or outbound) whatever UaConfig.maxCalls says (measured: maxCalls 8 or 31 still
@@ -90,7 +97,7 @@ class CallLeg:
     def __repr__(self) -> str:
         return f"CallLeg({self.leg_id}, {self.direction})"
 
-    # -- from the engine thread ----------------------------------------------------------------------
+    # -- from the engine thread --------------------------------------------------------------------
 
     def _post(self, event: LegEvent) -> None:
         def deliver() -> None:
@@ -100,7 +107,7 @@ class CallLeg:
             self.events.put_nowait(event)
         self.engine.call_soon(deliver)
 
-    # -- commands (asyncio) ------------------------------------------------------------------------------
+    # -- commands (asyncio) ------------------------------------------------------------------------
 
     async def answer(self, code: int = 200, headers: dict[str, str] | None = None) -> None:
         await self.engine.run(self._answer, code, headers or {})
@@ -114,7 +121,7 @@ class CallLeg:
         """Ask this leg's far end to replace us with ``other``'s far end (REFER + Replaces)."""
         await self.engine.run(self._xfer_replaces, other)
 
-    # -- engine thread bodies ----------------------------------------------------------------------------
+    # -- engine thread bodies ----------------------------------------------------------------------
 
     def _answer(self, code: int, headers: dict[str, str]) -> None:
         if self.pj_call is None:
@@ -285,7 +292,7 @@ class SipEngine:
         self._tcp_to_close: set[int] = set()
         self._next_sweep = 0.0
 
-    # -- lifecycle -------------------------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self, timeout_s: float = 10.0) -> None:
         self._thread = threading.Thread(target=self._run, name="pjsip", daemon=True)
@@ -316,7 +323,7 @@ class SipEngine:
         return await asyncio.wrap_future(self.submit(fn, *args))
 
 
-    # -- outbound --------------------------------------------------------------------------------------
+    # -- outbound ----------------------------------------------------------------------------------
 
     async def dial(self, uri: str, headers: dict[str, str] | None = None) -> CallLeg:
         leg = CallLeg(self, "outbound", None)
@@ -354,12 +361,12 @@ class SipEngine:
             self.bridged[a.leg_id], self.bridged[b.leg_id] = b.leg_id, a.leg_id
         await self.run(connect)
 
-    # -- the engine thread -----------------------------------------------------------------------------
+    # -- the engine thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
             self._create()
-        except BaseException as error:  # reported to start()
+        except BaseException as error:  # noqa: BLE001 - reported to start()
             self._error = error
             self._ready.set()
             self._destroy()
@@ -391,7 +398,7 @@ class SipEngine:
                 future.set_result(fn(*args))
             except pj.Error as error:
                 future.set_exception(RuntimeError(error.info()))
-            except BaseException as error:
+            except BaseException as error:  # noqa: BLE001
                 future.set_exception(error)
         if self._retired:  # delete legs PJSIP has finished with, outside their callbacks
             for leg in self._retired:
@@ -540,7 +547,7 @@ class SipEngine:
             return Answer(503, "Service Unavailable (no call slot)", busy)
         return None
 
-    # -- the request guard (PJSIP's receive path, before pjsua) -------------------------------------
+    # -- the request guard (PJSIP's receive path, before pjsua) ------------------------------------
 
     def _screen(self, incoming: Incoming) -> Answer | None:
         """The guard's decision for one request: ``None`` passes it to pjsua."""
@@ -577,7 +584,7 @@ class SipEngine:
         code, why = answer.code, answer.reason if answer.code else "ignored"
         self.call_soon(lambda: self._notify_refused(invite, code, why))
 
-    # -- TCP connections ----------------------------------------------------------------------------
+    # -- TCP connections ---------------------------------------------------------------------------
 
     def _transport_state(self, pointer: int, kind: str, state: int) -> None:
         """Cap connections per source and in all; PJSIP's ``select()`` I/O queue has 64 handles

@@ -1,8 +1,8 @@
 """The SIP transport's side of the call core: a caller's ``CallLine``, and the ``AgentLine``
 warm transfers dial agents through.
 
-Both wrap ``CallLeg`` (``voice.transports.sip.endpoint``): commands go to the PJSIP endpoint thread, events
-come back on the leg's queue, audio crosses through the leg's ``BridgePort``.
+Both wrap ``CallLeg`` (``voice.transports.sip.endpoint``): commands go to the PJSIP endpoint thread,
+events come back on the leg's queue, audio crosses through the leg's ``BridgePort``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from voice.app.settings import SipSettings
-from voice.transports.sip.endpoint import CallLeg, LegEvent, LegEventKind, SipEngine
-from voice.transports.players import OncePlayer
 from voice.transports.base import AudioSource, LineEvent, LineEventKind, LineInfo
+from voice.transports.players import OncePlayer
+from voice.transports.sip.endpoint import CallLeg, LegEvent, LegEventKind, SipEngine
 
 MEDIA_TIMEOUT_S = 5.0  # 200 OK sent, no audio path after this: the call is ended
 _EVENTS = {LegEventKind.DTMF: LineEventKind.DTMF, LegEventKind.HOLD: LineEventKind.HOLD,
@@ -77,7 +77,7 @@ class SipCallLine:
             try:
                 event = await asyncio.wait_for(self.leg.events.get(),
                                                max(0.01, deadline - time.monotonic()))
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 break
             if event.kind == LegEventKind.MEDIA:
                 return event.rate
@@ -114,7 +114,7 @@ class SipCallLine:
         try:
             await self.leg.hangup(code)
             await asyncio.wait_for(self.ended.wait(), 5.0)
-        except (RuntimeError, TimeoutError, asyncio.TimeoutError) as error:
+        except (RuntimeError, TimeoutError) as error:
             from loguru import logger
 
             logger.warning(f"sip: hangup {self.leg}: {error}")
@@ -148,7 +148,7 @@ class SipAgentLeg:
                 return "no-answer"
             try:
                 event = await asyncio.wait_for(self.leg.events.get(), min(0.2, remaining))
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 continue
             if event.kind == LegEventKind.DISCONNECTED:
                 return _failure(event.code)
@@ -208,5 +208,5 @@ async def _within(event: asyncio.Event, seconds: float) -> bool:
     try:
         await asyncio.wait_for(event.wait(), seconds)
         return True
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         return False

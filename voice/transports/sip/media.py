@@ -55,7 +55,7 @@ class BridgePort(pj.AudioMediaPort):
         fmt.avgBps = fmt.maxBps = self.rate * 16
         self.createPort(self.name, fmt)
 
-    # -- PJSIP's media clock thread -----------------------------------------------------------------
+    # -- PJSIP's media clock thread ----------------------------------------------------------------
 
     def onFrameReceived(self, frame: pj.MediaFrame) -> None:
         if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO or self.closed:
@@ -86,7 +86,7 @@ class BridgePort(pj.AudioMediaPort):
         frame.size = len(pcm)
         self.frames_out += 1
 
-    # -- the asyncio loop ------------------------------------------------------------------------------
+    # -- the asyncio loop --------------------------------------------------------------------------
 
     def _wake(self) -> None:
         self._wake_pending = False

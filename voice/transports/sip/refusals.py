@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from voice.app.callstore import CallRecord
 from voice.transports.sip.messages import InviteInfo, source_host
 
+
 @dataclass
 class _Window:
     record: CallRecord

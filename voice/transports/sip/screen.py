@@ -1,7 +1,7 @@
 """What to do with an out-of-dialog SIP request before PJSIP builds a dialog or media for it.
 
-Pure functions over the request text, tested with literal messages. ``voice.transports.sip.guard`` calls
-them from PJSIP's receive path; an answer here costs one stateless response and nothing else,
+Pure functions over the request text, tested with literal messages. ``voice.transports.sip.guard``
+calls them from PJSIP's receive path; an answer here costs one stateless response and nothing else,
 which is what keeps a flood or a malformed request from reaching the parts of PJSIP that hold
 sockets, call slots or assertions.
 
