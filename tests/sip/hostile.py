@@ -70,6 +70,7 @@ class Sent:
     alive_after: bool
     crash_log: str = ""  # the server log's tail when this message killed (or hung) it
     responsive_after: bool = True  # a well-formed OPTIONS from 127.0.0.1 was still answered
+    epoch: int = 0  # how many times the server had been restarted when this was sent
 
 
 @dataclass
@@ -183,7 +184,8 @@ def run_corpus(entries: list[Entry], target: Target, *, max_calls: int,
                 alive = target.alive()
                 awake = alive and responsive(target.address)
                 run.sent[entry.name] = Sent(entry, outcome, alive,
-                                            "" if awake else target.log_tail(), awake)
+                                            "" if awake else target.log_tail(), awake,
+                                            run.restarts)
                 if alive and agent.answered_calls > answered and when == "idle":
                     wait_until(lambda: target.calls_active() == 0, 15.0)
         finally:
