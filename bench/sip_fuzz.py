@@ -167,7 +167,7 @@ def _options_answered(address: tuple[str, int], wait_s: float = 3.0) -> bool:
             while True:
                 if call_id in sock.recv(65535):
                     return True
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
 
 
@@ -363,7 +363,7 @@ def _sipp_counts(workdir: Path, name: str) -> dict:
     lines = [ln for ln in files[-1].read_text().splitlines() if ln.strip()]
     header, last = lines[0].split(";"), lines[-1].split(";")
     counts: dict[str, int] = {}
-    for key, value in zip(header, last):
+    for key, value in zip(header, last, strict=False):
         parts = key.split("_")
         if len(parts) >= 3 and parts[-1] == "Recv" and parts[1].isdigit() and value.isdigit():
             counts[parts[1]] = counts.get(parts[1], 0) + int(value)
@@ -543,7 +543,7 @@ def plot(path: Path, flood_result: dict) -> None:
     import matplotlib.pyplot as plt
 
     times = flood_result["arrivals"]
-    gaps = [(b - a) * 1000 for a, b in zip(times, times[1:])]
+    gaps = [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
     fig, ax = plt.subplots(figsize=(9, 3.6))
     ax.plot(times[1:], gaps, lw=0.6, color="tab:blue", label="RTP inter-arrival at the caller")
     for fl in flood_result.get("floods", []):

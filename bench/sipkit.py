@@ -398,7 +398,7 @@ class Agent:
         while not self._closed:
             try:
                 data, _ = self.sock.recvfrom(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -487,7 +487,7 @@ class Agent:
                 conn.settimeout(max(0.01, deadline - time.time()))
                 try:
                     chunk = conn.recv(65535)
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     break
                 if not chunk:
                     break
@@ -609,7 +609,7 @@ class RawCall:
             self.sock.settimeout(0.1)
             try:
                 data, _ = self.sock.recvfrom(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 if retransmit and not provisional and time.time() >= resend:
                     self.sock.sendto(message, self.target)
                     interval = min(interval * 2, 4.0)
@@ -700,7 +700,7 @@ class RawCall:
         while not self._stop.is_set():
             try:
                 _, ancillary, _, _ = self.rtp.recvmsg(2048, 64)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -717,7 +717,7 @@ class RawCall:
                  and (until is None or t <= until)]
         if len(times) < 2:
             return None
-        return max(b - a for a, b in zip(times, times[1:])) * 1000
+        return max(b - a for a, b in zip(times, times[1:], strict=False)) * 1000
 
     def poll(self, seconds: float) -> None:
         """Answer what the server sends for ``seconds`` (BYE, OPTIONS, session refresh)."""
@@ -726,7 +726,7 @@ class RawCall:
             self.sock.settimeout(max(0.01, min(0.2, deadline - time.time())))
             try:
                 data, _ = self.sock.recvfrom(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             self._answer(data)
 

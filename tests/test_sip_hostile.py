@@ -24,10 +24,18 @@ from pathlib import Path
 import pytest
 
 from bench import sipkit
-from tests.sip.fuzz import TEST_COUNT, TEST_RATE, TEST_SEED, run_test_fuzz
 from bench.harness import API_TOKEN, SIPP, IvrProcess, run_peer
-from tests.sip.hostile import (ALLOWED, REFUSED, describe, expectation_met, load_corpus,
-                               responsive, run_corpus, wait_until)
+from tests.sip.fuzz import TEST_COUNT, TEST_RATE, TEST_SEED, run_test_fuzz
+from tests.sip.hostile import (
+    ALLOWED,
+    REFUSED,
+    describe,
+    expectation_met,
+    load_corpus,
+    responsive,
+    run_corpus,
+    wait_until,
+)
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
 CORPUS = load_corpus()
