@@ -188,6 +188,7 @@ class IntentClassifier:
         self.rejection = Rejection("probability", float(oos_threshold)
                                    if oos_threshold != "auto" else 0.0, "fixed")
         self.held_out: HeldOut | None = None  # the cross-validation behind an "auto" threshold
+        self._weights: tuple[np.ndarray, np.ndarray] | None = None  # the head, split, contiguous
         self._in_scope_vectors: np.ndarray | None = None  # for the "nearest" score
         self._warned_no_texts = False
         self._encoded = False  # the encoder has run once in this process (for warm_up)
@@ -260,6 +261,7 @@ class IntentClassifier:
                                            sublinear_tf=True, lowercase=True).fit(texts)
         self.head = LogisticRegression(C=self.C, max_iter=3000, class_weight="balanced")
         self.head.fit(self._features(vectors, texts), list(labels))
+        self._weights = None
         self.labels = list(self.head.classes_)
         in_scope = [i for i, label in enumerate(labels) if label not in self.oos_labels]
         self._in_scope_vectors = np.ascontiguousarray(vectors[in_scope], dtype=np.float32)
@@ -326,7 +328,13 @@ class IntentClassifier:
         """The head's decision function, without stacking a dense and a sparse matrix per call
         (that alone took 0.7 ms of a 10 ms prediction)."""
         dims = vectors.shape[1]
-        scores = vectors @ self.head.coef_[:, :dims].T + self.head.intercept_
+        if self._weights is None or self._weights[0].shape[0] != dims:
+            # Contiguous copies, made once: slicing the head's coefficients on every call
+            # copied them (151 intents x 20,000 n-grams: 25 ms an utterance).
+            coef = self.head.coef_
+            self._weights = (np.ascontiguousarray(coef[:, :dims].T),
+                             np.ascontiguousarray(coef[:, dims:].T))
+        scores = vectors @ self._weights[0] + self.head.intercept_
         if self.lexical is not None:
             if texts is None:
                 # Without the words only the embedding speaks: about lexical_weight=0's accuracy.
@@ -336,7 +344,7 @@ class IntentClassifier:
                     self._warned_no_texts = True
             else:
                 words = self.lexical.transform(texts) * self.lexical_weight
-                scores = scores + words @ self.head.coef_[:, dims:].T
+                scores = scores + words @ self._weights[1]
         if scores.shape[1] == 1:  # two classes: one logistic, as two logits
             scores = np.column_stack([-scores[:, 0] / 2, scores[:, 0] / 2])
         return scores

