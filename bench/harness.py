@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -59,6 +60,7 @@ class IvrProcess:
                      "--host", "127.0.0.1", "--sip-port", str(self.sip_port),
                      "--http-port", str(self.http_port), *(extra_args or [])]
         self.proc: subprocess.Popen | None = None
+        self.stdout_lines: list[str] = []  # what the server printed after "ready"
 
     @property
     def uri(self) -> str:
@@ -77,10 +79,17 @@ class IvrProcess:
         while time.time() < deadline:
             line = self.proc.stdout.readline()
             if "ivr serve: ready" in line:
+                # Keep reading: a pipe nobody reads fills up and blocks whoever writes to it.
+                threading.Thread(target=self._drain_stdout, name="ivr-stdout",
+                                 daemon=True).start()
                 return self
             if self.proc.poll() is not None:
                 break
         raise RuntimeError(f"ivr serve did not start:\n{self.log()}")
+
+    def _drain_stdout(self) -> None:
+        for line in self.proc.stdout:
+            self.stdout_lines.append(line)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

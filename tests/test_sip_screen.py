@@ -140,3 +140,34 @@ def test_a_flood_of_refusals_is_one_record_per_source_code_and_window():
     counts = sorted(r.context["count"] for r in final)
     assert counts == [1, 4000]
     assert [r.context["count"] for r in log.flush()] == []  # nothing more to write
+
+
+def test_rtcp_and_family_mismatches_pjsip_asserts_on_get_488():
+    """Found by the hostile corpus: an a=rtcp host of 300 characters, and c=IN IP4 ::1, each
+    aborted the worker in PJSIP's address code."""
+    rtcp = SDP.format(host="127.0.0.1") + f"a=rtcp:30001 IN IP4 {'a' * 300}\r\n"
+    assert sdp_problem(rtcp.encode()) == "connection address too long"
+    assert sdp_problem(SDP.format(host="::1").encode()) == \
+        "connection address does not match its family"
+    ip6 = SDP.format(host="::1").replace("IN IP4", "IN IP6")
+    assert sdp_problem(ip6.encode()) is None
+
+
+def test_a_request_line_in_mixed_case_is_still_screened():
+    """The fuzzer's bypass: 'sIP/2.0' made the screen pass the INVITE, and its 255-character
+    c= host aborted PJSIP."""
+    raw = invite(SDP.format(host="a" * 255)).replace(b" SIP/2.0\r\n", b" sIP/2.0\r\n", 1)
+    req = Request.parse(raw)
+    assert req is not None and check_offer(req).code == 488
+
+
+def test_request_lines_the_screen_cannot_read_are_not_passed_on():
+    """RFC 4475 lwsstart: extra spaces in the request line. PJSIP takes it; the guard answers
+    400 for anything Request.parse refuses."""
+    assert Request.parse(invite("").replace(b"INVITE sip:", b"INVITE  sip:", 1)) is None
+    assert Request.parse(b" INVITE sip:x@127.0.0.1 SIP/2.0\r\n\r\n") is None
+
+
+def test_sdp_lines_end_at_crlf_as_pjsip_reads_them():
+    hidden = SDP.format(host="127.0.0.1").replace("s=-", "s=-\u2028c=IN IP4 example.com")
+    assert sdp_problem(hidden.encode()) is None  # PJSIP sees one s= line, so do we

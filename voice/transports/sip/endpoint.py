@@ -30,6 +30,7 @@ from voice.transports.sip.media import BridgePort
 from voice.transports.sip.messages import InviteInfo, address_allowed, parse_invite, source_host
 from voice.transports.sip.screen import (
     DROP,
+    KNOWN_METHODS,
     Answer,
     Request,
     Throttle,
@@ -229,6 +230,23 @@ class _PjCall(pj.Call):
                                 method="final" if prm.finalNotify else "progress"))
 
 
+class _PjsipLog(pj.LogWriter):
+    """PJSIP's log into ours, each entry cut to ``MAX_LOG_CHARS``.
+
+    PJSIP dumps a whole packet it cannot parse (a hostile 70 kB header over TCP) and by default
+    writes to stdout: a flood of that fills the log, and a stdout nobody reads blocks the SIP
+    thread for good. Runs on whichever PJSIP thread logs; loguru is thread-safe.
+    """
+
+    MAX_LOG_CHARS = 300
+
+    def write(self, entry: pj.LogEntry) -> None:
+        text = entry.msg.rstrip()
+        if len(text) > self.MAX_LOG_CHARS:
+            text = f"{text[:self.MAX_LOG_CHARS]}... [{len(text)} characters]"
+        logger.log("WARNING" if entry.level <= 2 else "DEBUG", f"pjsip: {text}")
+
+
 class _Endpoint(pj.Endpoint):
     """The pjsua2 endpoint, for its transport-state callback (TCP connection policing)."""
 
@@ -285,6 +303,7 @@ class SipEngine:
         self._account: _Account | None = None
         self.allow_from = list(settings.allow_from)
         self.guard = RequestGuard(self._screen)
+        self._log_writer = _PjsipLog()  # PJSIP holds the pointer: kept for the engine's life
         self.throttle = Throttle(settings.refusals_before_ignore, settings.refusal_window_s,
                                  settings.ignore_s)
         self._deferred_refusals: list[tuple[_PjCall, pj.CallOpParam]] = []
@@ -434,6 +453,8 @@ class SipEngine:
         cfg.uaConfig.maxCalls = CALL_SLOTS
         cfg.logConfig.level = s.log_level
         cfg.logConfig.consoleLevel = s.log_level
+        cfg.logConfig.msgLogging = 0  # never whole SIP messages (caller data) in the log
+        cfg.logConfig.writer = self._log_writer
         media = cfg.medConfig
         media.clockRate = s.clock_rate
         media.sndClockRate = s.clock_rate
@@ -551,14 +572,21 @@ class SipEngine:
 
     def _screen(self, incoming: Incoming) -> Answer | None:
         """The guard's decision for one request: ``None`` passes it to pjsua."""
-        request = Request.parse(incoming.raw)
-        if request is None or request.in_dialog:
-            return None
         host = incoming.host
         if self.throttle.ignored(host):
             self._count_refusal(None, DROP)
             return DROP
+        request = Request.parse(incoming.raw)
+        if request is None:  # PJSIP read a request here; what we cannot read is not passed on
+            answer = Answer(400, "Bad Request Line")
+            self._count_refusal(None, answer)
+            self.throttle.refused(host)
+            return answer
+        if request.in_dialog:
+            return None
         answer = check_framing(request)
+        if answer is None and request.method not in KNOWN_METHODS:
+            answer = Answer(501, "Not Implemented")
         if answer is None and request.method == "REGISTER":
             answer = Answer(405, "Method Not Allowed",
                             (("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, "

@@ -26,7 +26,11 @@ SUPPORTED_EXTENSIONS = frozenset({"timer", "replaces", "100rel", "norefersub", "
                                   "path"})
 # Headers that may appear only once in a request (RFC 3261 7.3.1; RFC 4475 multi01).
 _SINGLE = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
-_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9.!%*_+`'~-]*$")
+_METHOD = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")  # RFC 3261 token
+# Methods PJSIP knows what to do with outside a dialog (it answers BYE/CANCEL with 481 itself).
+KNOWN_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO",
+                           "PRACK", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE",
+                           "PUBLISH"})
 _MAX_HOST = 253  # DNS's limit; PJSIP asserts at 254
 
 
@@ -54,14 +58,16 @@ class Request:
 
     @classmethod
     def parse(cls, raw: bytes) -> Request | None:
-        """``None`` when ``raw`` is not a request (a response, or no request line)."""
+        """``None`` when the request line is not ``METHOD SP URI SP SIP/2.0`` exactly (RFC 3261
+        25.1: single spaces, no leading space); PJSIP is more lenient, so the guard refuses
+        what this cannot read rather than pass on what it has not screened."""
         head_bytes, sep, body = raw.partition(b"\r\n\r\n")
         if not sep:
             head_bytes, sep, body = raw.partition(b"\n\n")
         head = head_bytes.decode("utf-8", "surrogateescape")
         line = head.split("\n", 1)[0].rstrip("\r")
         parts = line.split(" ")
-        if len(parts) != 3 or not parts[2].startswith("SIP/"):
+        if len(parts) != 3 or parts[2].upper() != "SIP/2.0" or not all(parts):
             return None
         method, uri = parts[0], parts[1]
         to = (header_values(head, "to") or [""])[0]
@@ -110,19 +116,20 @@ def sdp_problem(body: bytes) -> str | None:
     """
     text = body.decode("utf-8", "replace")
     audio = False
-    for raw_line in text.splitlines():
+    for raw_line in re.split(r"\r?\n", text):  # PJSIP ends SDP lines at (CR)LF only
         line = raw_line.strip()
         if line.startswith("c="):
-            fields = line[2:].split()
-            if len(fields) != 3 or fields[0] != "IN" or fields[1] not in ("IP4", "IP6"):
-                return "bad connection line"
-            host = fields[2].split("/", 1)[0]
-            if len(host) > _MAX_HOST:
-                return "connection address too long"
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                return "connection address is not an IP address"
+            problem = _connection_problem(line[2:].split())
+            if problem is not None:
+                return problem
+        elif line.startswith("a=rtcp:"):
+            fields = line[len("a=rtcp:"):].split()
+            if len(fields) not in (1, 4) or not fields[0].isdigit():
+                return "bad rtcp attribute"
+            if len(fields) == 4:
+                problem = _connection_problem(fields[1:])
+                if problem is not None:
+                    return problem
         elif line.startswith("m="):
             fields = line[2:].split()
             if len(fields) < 4:
@@ -136,6 +143,23 @@ def sdp_problem(body: bytes) -> str | None:
                 return "origin address too long"
     if not audio:
         return "no audio stream"
+    return None
+
+
+def _connection_problem(fields: list[str]) -> str | None:
+    """``IN IP4 <IPv4 literal>`` or ``IN IP6 <IPv6 literal>`` (an optional /ttl or /count
+    after it), or why not: a family that does not match its address trips a PJSIP assertion."""
+    if len(fields) != 3 or fields[0] != "IN" or fields[1] not in ("IP4", "IP6"):
+        return "bad connection line"
+    host = fields[2].split("/", 1)[0]
+    if len(host) > _MAX_HOST:
+        return "connection address too long"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "connection address is not an IP address"
+    if address.version != (4 if fields[1] == "IP4" else 6):
+        return "connection address does not match its family"
     return None
 
 
