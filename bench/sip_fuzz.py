@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -99,6 +100,9 @@ class Worker:
         while time.time() < deadline:
             line = self.proc.stdout.readline()
             if "ivr serve: ready" in line:
+                # Keep reading: a pipe nobody reads fills up and blocks whoever writes to it.
+                threading.Thread(target=lambda: self.proc.stdout.read(), daemon=True,
+                                 name="ivr-stdout").start()
                 return self
             if self.proc.poll() is not None:
                 break
