@@ -30,15 +30,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import warnings  # noqa: E402
 
+import intent_datasets  # noqa: E402
 import numpy as np  # noqa: E402
+from latency import machine  # noqa: E402
 from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-import intent_datasets  # noqa: E402
 from intents.classifier import IntentClassifier  # noqa: E402
 from intents.config import OUT_OF_SCOPE, load_menu  # noqa: E402
 from intents.evaluate import OOS_NAMES, read_labelled, score, take_shots  # noqa: E402
-from latency import machine  # noqa: E402
 from models.registry import shared_registry  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

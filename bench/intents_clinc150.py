@@ -48,12 +48,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
+from latency import machine  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from intents.classifier import SCORES, IntentClassifier  # noqa: E402
 from intents.config import OUT_OF_SCOPE  # noqa: E402
 from intents.evaluate import OOS_NAMES, read_labelled, score, take_shots  # noqa: E402
-from latency import machine  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 FITTED: dict = {}  # classifiers fitted once and reused for latency and the spoken part
@@ -268,10 +268,9 @@ def synthesize(text: str, voice: str, folder: Path, index: int) -> Path:
 
 def transcribe_sample(texts: list[str], cache: Path, log) -> tuple[list[str], dict]:
     from models.registry import shared_registry
-    from voice.asr import WhisperTranscriber
-    from voice.audio import ASR_SAMPLE_RATE, AudioChunk, read_audio, resample, \
-        telephone_channel
     from voice.app.settings import AsrSettings
+    from voice.asr import WhisperTranscriber
+    from voice.audio import ASR_SAMPLE_RATE, AudioChunk, read_audio, resample, telephone_channel
 
     key = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:16]
     path = cache / f"spoken-{key}.json"
@@ -443,7 +442,8 @@ def write_report(out: dict, args) -> str:
         lines += ["", "## Spoken, not typed", "",
                   f"{sp['n']} test queries ({sp['in_scope']} in scope, "
                   f"{sp['in_scope'] // 150} an intent; the rest out of scope; this run's sampler "
-                  "rounded down and drew fewer than the 300 asked, fixed since), synthesized with espeak-ng voices "
+                  "rounded down and drew fewer than the 300 asked, fixed since), synthesized "
+                  "with espeak-ng voices "
                   f"({', '.join(sp['voices'])}, rotating; not the IVR's Piper voice), passed "
                   "through 8 kHz G.711 mu-law and back, resampled to 16 kHz and transcribed by "
                   f"the project's Whisper ({sp.get('asr', 'tiny.en')}, greedy, as on a call"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import StaticPool
 
 _SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON",
                    "PRAGMA busy_timeout=5000")
@@ -28,10 +29,23 @@ def ensure_sqlite_dir(url: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _in_memory(url: str) -> bool:
+    return url in ("sqlite://", "sqlite:///:memory:") or ":memory:" in url \
+        or "mode=memory" in url
+
+
 def open_engine(url: str) -> Engine:
-    """A SQLAlchemy engine for ``url``, with the SQLite settings above when it is SQLite."""
+    """A SQLAlchemy engine for ``url``, with the SQLite settings above when it is SQLite.
+
+    An in-memory SQLite database exists once per connection, so it gets one connection shared
+    by every thread (StaticPool): store and CRM calls run in worker threads, off the event
+    loop, and must all see the same database."""
     ensure_sqlite_dir(url)
-    engine = create_engine(url)
+    if _in_memory(url):
+        engine = create_engine(url, poolclass=StaticPool,
+                               connect_args={"check_same_thread": False})
+    else:
+        engine = create_engine(url)
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
         def _pragmas(connection, _record) -> None:

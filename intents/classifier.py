@@ -106,7 +106,7 @@ def fold_assignment(labels: Sequence[str], groups: Sequence[int], folds: int, se
     out: the head would have no example of them left)."""
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[int]] = {}
-    for row, (label, group) in enumerate(zip(labels, groups)):
+    for label, group in zip(labels, groups):
         members = by_label.setdefault(label, [])
         if group not in members:
             members.append(group)
@@ -154,9 +154,9 @@ class IntentClassifier:
     ``oos_threshold``: "auto" chooses the threshold on ``rejection_score`` by cross-validating
     the training data at fit (``folds``; by default 5, or 3 from ``LARGE`` examples on, where
     each fold costs most: the head's fit grows with examples times intents); a float is a
-    fixed threshold on the best probability (0 never rejects). ``keep``: the share of correctly classified held-out examples the
-    threshold keeps (:func:`choose_threshold`). ``augment`` adds spoken-style rewrites of every
-    example to the training data (:mod:`intents.augment`).
+    fixed threshold on the best probability (0 never rejects). ``keep``: the share of correctly
+    classified held-out examples the threshold keeps (:func:`choose_threshold`). ``augment``
+    adds spoken-style rewrites of every example to the training data (:mod:`intents.augment`).
     """
 
     def __init__(self, embedder, *, oos_threshold: float | str = "auto",

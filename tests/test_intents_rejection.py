@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FIXTURES
 
 from intents.augment import augment, rewrites, whisper_numbers
 from intents.check import check_menu, format_report, run
@@ -17,8 +18,6 @@ from intents.classifier import IntentClassifier, choose_threshold, fold_assignme
 from intents.config import OUT_OF_SCOPE, MenuConfig, load_menu
 from intents.evaluate import confusion_pairs, evaluate, score
 from models.registry import shared_registry
-
-from conftest import FIXTURES
 
 TEST_CSV = FIXTURES / "intents" / "retail_billing_test.csv"
 MENU = "intents/menus/retail_billing.yaml"

@@ -49,8 +49,8 @@ def turn_handler(settings):
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from voice.audio import read_audio
     from voice.app.simulate import simulate_call, write_conversation
+    from voice.audio import read_audio
 
     settings = _settings(args)
     path = Path(args.recording)
@@ -59,7 +59,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     try:
         chunk = read_audio(path)
-    except Exception as error:  # any decoder error: say what and stop
+    except Exception as error:  # noqa: BLE001 - any decoder error: say what and stop
         print(f"ivr simulate: {path}: cannot read audio ({error})", file=sys.stderr)
         return 2
     if len(chunk.samples) == 0:
@@ -111,7 +111,8 @@ def cmd_intents_eval(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        result = evaluate(args.train, args.test, embedder=shared_registry(settings.models).embedder(),
+        embedder = shared_registry(settings.models).embedder()
+        result = evaluate(args.train, args.test, embedder=embedder,
                           shots=args.shots, seed=args.seed, oos_threshold=args.oos_threshold,
                           augment=args.augment)
     except (OSError, ValueError) as error:
@@ -168,7 +169,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["handoff__agent_uris"] = args.agent
     try:
         settings = _settings(args, **overrides)
-    except Exception as error:  # a bad settings file or value: name it and stop
+    except Exception as error:  # noqa: BLE001 - a bad settings file or value: name it, stop
         print(f"ivr serve: invalid settings: {error}", file=sys.stderr)
         return 2
     _serve_logs(args.verbose)

@@ -578,12 +578,9 @@ class SipEngine:
             return DROP
         request = Request.parse(incoming.raw)
         if request is None:  # PJSIP read a request here; what we cannot read is not passed on
-            answer = Answer(400, "Bad Request Line")
-            self._count_refusal(None, answer)
-            self.throttle.refused(host)
-            return answer
+            return self._refuse(host, None, Answer(400, "Bad Request Line"))
         if request.in_dialog:
-            return None
+            return self._screen_in_dialog(host, request)
         answer = check_framing(request)
         if answer is None and request.method not in KNOWN_METHODS:
             answer = Answer(501, "Not Implemented")
@@ -601,9 +598,30 @@ class SipEngine:
         if request.method == "INVITE":
             invite = parse_invite(incoming.raw.decode("utf-8", "surrogateescape"),
                                   f"{host}:{incoming.port}", [])
+        return self._refuse(host, invite, answer)
+
+    def _screen_in_dialog(self, host: str, request: Request) -> Answer | None:
+        """A request inside a call goes to PJSIP unless it carries SDP PJSIP must not see (a
+        re-INVITE with a 300-character c= host aborts it as an INVITE does): 488, or for an
+        ACK, which has no answer, dropped."""
+        if request.method not in ("INVITE", "UPDATE", "PRACK", "ACK") or \
+                not request.body.strip():
+            return None
+        answer = check_offer(request)
+        if answer is None:
+            return None
+        if request.method == "ACK":
+            self._count_refusal(None, DROP)
+            return DROP
+        return self._refuse(host, None, answer)
+
+    def _refuse(self, host: str, invite: InviteInfo | None, answer: Answer) -> Answer:
+        """Count a refusal; an offence (not a full server's 503) from a source that is not a
+        trusted peer counts towards ignoring it for a while. Trunks and the edge in
+        ``allow_from`` are never ignored: that would drop every call they carry."""
         self._count_refusal(invite, answer)
-        # Offences (not a full server's 503) count towards ignoring the source for a while.
-        if answer.code != 503 and self.throttle.refused(host):
+        if answer.code != 503 and not self._source_allowed(host) and \
+                self.throttle.refused(host):
             logger.warning(f"sip: ignoring {host} for {self.settings.ignore_s:.0f} s after "
                            f"{self.settings.refusals_before_ignore} refused requests")
         return answer
