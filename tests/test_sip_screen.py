@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voice.transports.sip.messages import InviteInfo
 from voice.transports.sip.refusals import RefusalLog
@@ -171,3 +173,32 @@ def test_request_lines_the_screen_cannot_read_are_not_passed_on():
 def test_sdp_lines_end_at_crlf_as_pjsip_reads_them():
     hidden = SDP.format(host="127.0.0.1").replace("s=-", "s=-\u2028c=IN IP4 example.com")
     assert sdp_problem(hidden.encode()) is None  # PJSIP sees one s= line, so do we
+
+
+# -- the screen never raises, whatever the bytes (it runs on PJSIP's receive path) -------------
+
+SDP_LINES = st.sampled_from(["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0",
+                             "c=IN IP4 127.0.0.1", "c=IN IP6 ::1", "m=audio 4000 RTP/AVP 0",
+                             "a=rtcp:4001 IN IP4 127.0.0.1", "a=rtpmap:0 PCMU/8000"])
+MUTATED = st.one_of(SDP_LINES, st.text(max_size=300),
+                    SDP_LINES.map(lambda line: line[:2] + "x" * 300),
+                    SDP_LINES.map(lambda line: line.replace(" ", "  ")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(MUTATED, max_size=12), st.sampled_from(["\r\n", "\n", "\u2028", ""]))
+def test_sdp_pre_checks_never_raise(lines, sep):
+    body = sep.join(lines).encode("utf-8", "surrogatepass")
+    result = sdp_problem(body)
+    assert result is None or isinstance(result, str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_request_parsing_and_checks_never_raise_on_any_bytes(raw):
+    for data in (raw, invite(SDP.format(host="127.0.0.1")) + raw, raw + invite("")):
+        req = Request.parse(data)
+        if req is not None:
+            for check in (check_framing, check_require, check_offer):
+                answer = check(req)
+                assert answer is None or 100 <= answer.code < 700
