@@ -33,19 +33,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import yaml
-
 from bench import sipkit
+from bench.harness import API_TOKEN, IvrProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-TOKEN = "bench-token"
 CHUNK = 500
 LIVE_CALLER = b"+15550030001"
 
@@ -54,59 +51,21 @@ def machine() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} VM"
 
 
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                    tcp.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port")
-
-
-class Worker:
+class Worker(IvrProcess):
     """One `ivr serve` process (echo handler) on loopback, with its own store and log."""
 
     def __init__(self, workdir: Path, sip: dict) -> None:
-        self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.sip_port, self.http_port = free_port(), free_port()
-        config = {"call": {"handler": "echo", "greeting": "Hello."},
-                  "server": {"store_url": f"sqlite:///{workdir / 'ivr.sqlite'}",
-                             "spool_dir": str(workdir / "spool"), "api_tokens": [TOKEN]},
-                  "sip": {"rtp_port": 20000 + (self.sip_port % 20000), **sip}}
-        self.config = workdir / "ivr.yaml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / "ivr.log"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(workdir, {"call": {"handler": "echo", "greeting": "Hello."},
+                                   "sip": dict(sip)})
 
     @property
-    def address(self) -> tuple[str, int]:
+    def sip_address(self) -> tuple[str, int]:
         return "127.0.0.1", self.sip_port
 
     def start(self, timeout_s: float = 240.0) -> Worker:
-        self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voice.app.cli", "--config", str(self.config), "serve",
-             "--host", "127.0.0.1", "--sip-port", str(self.sip_port),
-             "--http-port", str(self.http_port)],
-            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-            stderr=self._log, text=True)
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if "ivr serve: ready" in line:
-                # Keep reading: a pipe nobody reads fills up and blocks whoever writes to it.
-                threading.Thread(target=lambda: self.proc.stdout.read(), daemon=True,
-                                 name="ivr-stdout").start()
-                return self
-            if self.proc.poll() is not None:
-                break
-        raise RuntimeError(f"ivr serve did not start:\n{self.log()[-3000:]}")
+        super().start(timeout_s)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -118,10 +77,10 @@ class Worker:
         return self.proc is not None and self.proc.poll() is None
 
     def responsive(self) -> bool:
-        return self.alive() and _options_answered(self.address)
+        return self.alive() and _options_answered(self.sip_address)
 
     def http(self, path: str, token: bool = False) -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {TOKEN}"} if token else {}
+        headers = {"Authorization": f"Bearer {API_TOKEN}"} if token else {}
         request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}",
                                          headers=headers)
         try:
@@ -141,19 +100,6 @@ class Worker:
 
     def metrics(self) -> str:
         return self.http("/metrics")[1].decode(errors="replace")
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
 
 
 def _options_answered(address: tuple[str, int], wait_s: float = 3.0) -> bool:
@@ -190,7 +136,7 @@ def fuzz_campaign(args: argparse.Namespace, workdir: Path) -> dict:
         for k in range(chunks):
             count = min(CHUNK, args.count - k * CHUNK)
             seed = args.seed * 1000 + k
-            stats = sipkit.fuzz(worker.address, count=count, seed=seed, rate=args.rate,
+            stats = sipkit.fuzz(worker.sip_address, count=count, seed=seed, rate=args.rate,
                                 allowed_host="127.0.0.4", refused_host="127.0.0.5",
                                 alive=worker.alive)
             _merge(totals, stats)
@@ -228,7 +174,7 @@ def _merge(total: sipkit.FuzzStats, part: sipkit.FuzzStats) -> None:
 
 def good_call(worker: Worker) -> dict:
     """A raw call from 127.0.0.1: answered, audio received for 2 s, hung up with 200."""
-    call = sipkit.RawCall(worker.address, "127.0.0.1", caller=b"+15550030009")
+    call = sipkit.RawCall(worker.sip_address, "127.0.0.1", caller=b"+15550030009")
     try:
         code = call.invite(timeout_s=15)
         if code != 200:
@@ -349,7 +295,7 @@ def run_sipp_flood(worker: Worker, workdir: Path, source: str, rate: int, second
             "-i", source, "-mi", source, "-p", str(free_port()), "-mp", str(free_port()),
             "-nr", "-recv_timeout", "2000", "-timeout", f"{seconds + 20}s", "-nostdin",
             "-trace_counts", "-trace_stat", "-fd", "1", "-max_socket", "1024",
-            f"{worker.address[0]}:{worker.address[1]}"]
+            f"{worker.sip_address[0]}:{worker.sip_address[1]}"]
     started = time.time()
     done = subprocess.run(args, cwd=workdir, capture_output=True, text=True,
                           timeout=seconds + 90)
@@ -379,7 +325,7 @@ def _sipp_counts(workdir: Path, name: str) -> dict:
 def flood(args: argparse.Namespace, workdir: Path) -> dict:
     sip = {"max_calls": 1, "max_silence_s": 600, "allow_from": ["127.0.0.1/32", "127.0.0.3/32"]}
     worker = Worker(workdir / "flood", sip).start()
-    live = sipkit.RawCall(worker.address, "127.0.0.1", caller=LIVE_CALLER)
+    live = sipkit.RawCall(worker.sip_address, "127.0.0.1", caller=LIVE_CALLER)
     result: dict = {"floods": []}
     try:
         code = live.invite(timeout_s=15)

@@ -47,6 +47,7 @@ class CallSession:
         self.last_interrupted: Interrupted | None = None
         self.hangup_after_reply: int | None = None
         self._in_flight: set[int] = set()  # replies started, not yet all synthesized
+        self._said_something = asyncio.Event()  # a reply ended: wait_quiet looks again
         self.hangup_requested = asyncio.Event()
         self.transfer_after_reply: tuple[int, str] | None = None  # (reply id, queue)
         self._transfer_route: asyncio.Future[str] | None = None
@@ -130,6 +131,7 @@ class CallSession:
     def _on_playout_events(self, events: list[PlayoutEvent]) -> None:
         for event in events:
             self._on_playout(event)
+        self._said_something.set()
 
     # -- replies on their way (respond starts them, speak finishes synthesizing them) ------------
 
@@ -138,14 +140,12 @@ class CallSession:
 
     def reply_synthesized(self, reply_id: int) -> None:
         self._in_flight.discard(reply_id)
-
-    @property
-    def replies_in_flight(self) -> bool:
-        return bool(self._in_flight)
+        self._said_something.set()
 
     @property
     def bot_speaking(self) -> bool:
         return self.playout.playing
+
     @property
     def caller_speaking(self) -> bool:
         return self.listen.in_turn
@@ -172,24 +172,31 @@ class CallSession:
         await self.listen.asr_settled()
 
     async def wait_quiet(self) -> None:
-        """Until no reply is playing or on its way."""
+        """Until no reply is playing or on its way. Woken by what ends a reply (its last
+        sentence synthesized, played or cut); the timeout only re-checks, in case the playout
+        buffer drained without a reply event (a pull on another thread just then)."""
         while self.bot_speaking or self._in_flight:
-            await asyncio.sleep(0.05)
+            self._said_something.clear()
+            try:
+                await asyncio.wait_for(self._said_something.wait(), 1.0)
+            except TimeoutError:
+                pass
+
+    def _transfer_future(self) -> asyncio.Future[str]:
+        if self._transfer_route is None:
+            self._transfer_route = asyncio.get_running_loop().create_future()
+        return self._transfer_route
 
     async def transfer_requested(self) -> str:
         """The queue the caller is to be handed to, once the reply that said so was heard (or
         cut short by the caller: the decision stands)."""
-        if self._transfer_route is None:
-            self._transfer_route = asyncio.get_running_loop().create_future()
-        return await self._transfer_route
+        return await self._transfer_future()
 
     def _transfer_now(self) -> None:
         route = self.transfer_after_reply[1]
         self.transfer_after_reply = None
-        if self._transfer_route is None:
-            self._transfer_route = asyncio.get_running_loop().create_future()
-        if not self._transfer_route.done():
-            self._transfer_route.set_result(route)
+        if not self._transfer_future().done():
+            self._transfer_future().set_result(route)
 
     def on_caller_frame_processed(self) -> None:
         self.frames_processed += 1
@@ -252,6 +259,7 @@ class CallSession:
     def on_interrupted(self, interrupted: Interrupted | None, unheard: set[int]) -> None:
         """Barge-in: the reply playing was cut, and replies queued behind it were dropped."""
         self._in_flight.clear()
+        self._said_something.set()
         for index in unheard:
             if index > 0 and index in self.turns:
                 self.turns[index].reply_interrupted = True

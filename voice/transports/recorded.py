@@ -57,6 +57,7 @@ class RecordedLine:
         self._tick = 0
         self._was_playing = False
         self._silence = np.zeros(self.frame, dtype=np.int16)
+        self._silent_reply = bytes(self.frame * 2)
         self._events: asyncio.Queue[LineEvent] = asyncio.Queue()
 
     @property
@@ -118,7 +119,7 @@ class RecordedLine:
         return i >= self.n_frames + self.min_tail and self._session.settled
 
     def _take_reply_frame(self) -> None:
-        out = (self._source() if self._source is not None else None) or bytes(self.frame * 2)
+        out = (self._source() if self._source is not None else None) or self._silent_reply
         playing = self._session.bot_speaking or any(out)
         if playing and not self._was_playing:
             self.reply_onsets.append(time.perf_counter())

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pjsua2 as pj
 from loguru import logger
 
-from voice.transports.sip.screen import DROP, Answer
+from voice.transports.sip.screen import Answer
 
 _PJ_TRUE, _PJ_FALSE = 1, 0
 _PJSIP_MAX_PKT_LEN = 4000
@@ -142,8 +142,6 @@ class RequestGuard:
     def __init__(self, decide: Decide) -> None:
         self.decide = decide
         self.enabled = False
-        self.answered = 0
-        self.dropped = 0
         self.last_seen: dict[int, float] = {}  # transport pointer -> last request time
         self._lib: ctypes.CDLL | None = None
         self._endpt: int | None = None
@@ -198,11 +196,8 @@ class RequestGuard:
         answer = self.decide(Incoming(raw, host, port, rdata.transport or 0))
         if answer is None:
             return _PJ_FALSE
-        if answer is DROP or answer.code == 0:
-            self.dropped += 1
-            return _PJ_TRUE
-        self._respond(rdata, rdata_ptr, answer)
-        self.answered += 1
+        if answer.code:  # 0 (DROP): consumed unanswered
+            self._respond(rdata, rdata_ptr, answer)
         return _PJ_TRUE
 
     def _layout_ok(self, rdata: _RxData, rdata_ptr: int) -> bool:

@@ -11,6 +11,8 @@ import asyncio
 import time
 from typing import Any
 
+from loguru import logger
+
 from voice.app.settings import SipSettings
 from voice.transports.base import AudioSource, LineEvent, LineEventKind, LineInfo
 from voice.transports.players import OncePlayer
@@ -115,8 +117,6 @@ class SipCallLine:
             await self.leg.hangup(code)
             await asyncio.wait_for(self.ended.wait(), 5.0)
         except (RuntimeError, TimeoutError) as error:
-            from loguru import logger
-
             logger.warning(f"sip: hangup {self.leg}: {error}")
 
     def end_details(self) -> dict[str, Any]:
@@ -185,8 +185,6 @@ class SipAgentLine:
     async def refer(self, caller: SipCallLine, agent: SipAgentLeg, timeout_s: float) -> bool:
         """REFER with Replaces to the caller's side; True once it reports success (2xx).
         Anything else (refused, no NOTIFY in time) leaves both legs up for the bridge."""
-        from loguru import logger
-
         caller.refer_done.clear()
         agent.leg.port.source = None
         try:
