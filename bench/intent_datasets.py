@@ -1,7 +1,7 @@
 """Public intent data sets, rebuilt from PyPI packages as train/test CSVs for `ivr intents eval`.
 
-    .venv/bin/python bench/intent_datasets.py home-assistant [--out out/intent_data] [--seed 0]
-    .venv/bin/python bench/intent_datasets.py snips-weather  [--out out/intent_data]
+    .venv/bin/python -m bench.intent_datasets home-assistant [--out out/intent_data] [--seed 0]
+    .venv/bin/python -m bench.intent_datasets snips-weather  [--out out/intent_data]
 
 The usual benchmarks (CLINC150, BANKING77, HWU64, SNIPS-2017) are fetched from a data hub by every
 package that offers them, and no hub is reachable here; these two ship their text inside a package:

@@ -1,7 +1,7 @@
 """Intent accuracy on public data sets, few-shot and full, our classifier beside simple baselines.
 
     .venv/bin/pip install home-assistant-intents==2026.10.27   # bench only: the sentences
-    .venv/bin/python bench/intents_accuracy.py [--seeds 5] [--shots 1 2 5 10 20]
+    .venv/bin/python -m bench.intents_accuracy [--seeds 5] [--shots 1 2 5 10 20]
 
 Data: ``bench/intent_datasets.py`` (Home Assistant's 42 voice intents, held-out templates; the
 Snips weather benchmark, 3 fine-grained intents), plus the shipped retail menu and its
@@ -25,21 +25,19 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import warnings  # noqa: E402
+import warnings
 
-import intent_datasets  # noqa: E402
-import numpy as np  # noqa: E402
-from latency import machine  # noqa: E402
-from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
-from intents.classifier import IntentClassifier  # noqa: E402
-from intents.config import OUT_OF_SCOPE, load_menu  # noqa: E402
-from intents.evaluate import OOS_NAMES, read_labelled, score, take_shots  # noqa: E402
-from models.registry import shared_registry  # noqa: E402
+from bench import intent_datasets
+from bench.latency import machine
+from intents.classifier import IntentClassifier
+from intents.config import OUT_OF_SCOPE, load_menu
+from intents.evaluate import OOS_NAMES, read_labelled, score, take_shots
+from models.registry import shared_registry
 
 RESULTS = ROOT / "bench" / "results"
 RETAIL_TEST = ROOT / "tests" / "fixtures" / "intents" / "retail_billing_test.csv"
@@ -287,7 +285,7 @@ NOTES = """
   spread over seeds). Tried and dropped: a blend with nearest-centroid cosine (-3 points at 10),
   centring the embeddings (no gain), the label name as an extra example (mixed).
 - **Latency.** The MiniLM encoding is most of it, and it moves with the load other processes
-  put on the shared 2 cores (about 8 ms on a quiet machine, DESIGN.md); the n-grams add 1-2 ms,
+  put on the shared 2 cores (about 8 ms on a quiet machine); the n-grams add 1-2 ms,
   0.7 ms of which is scikit-learn's TF-IDF transform of one sentence.
 - **Out of scope.** Neither public set has out-of-scope utterances, so they are scored closed
   (`--oos-threshold 0`); out-of-scope recall is measured on the retail menu's own test set only.
@@ -296,12 +294,12 @@ NOTES = """
 
 ```sh
 .venv/bin/pip install home-assistant-intents==2026.10.27   # bench only
-.venv/bin/python bench/intents_accuracy.py                   # this page and intents.png
+.venv/bin/python -m bench.intents_accuracy                   # this page and intents.png
 # one cell, by the command line (seed 0 of "ours", 10 shots, Home Assistant: 82.15%):
-.venv/bin/python bench/intent_datasets.py home-assistant
+.venv/bin/python -m bench.intent_datasets home-assistant
 .venv/bin/ivr intents eval --train out/intent_data/home-assistant/train.csv \\
     --test out/intent_data/home-assistant/test.csv --oos-threshold 0 --shots 10 --seed 0
-.venv/bin/python bench/intent_datasets.py snips-weather     # pip-downloads the sdist
+.venv/bin/python -m bench.intent_datasets snips-weather     # pip-downloads the sdist
 .venv/bin/ivr intents eval --train out/intent_data/snips-weather/train.csv \\
     --test out/intent_data/snips-weather/test.csv --oos-threshold 0
 ```

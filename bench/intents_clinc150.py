@@ -1,7 +1,7 @@
 """CLINC150 (150 intents + out-of-scope queries): the classifier beside plain baselines, in one run.
 
-    .venv/bin/python bench/intents_clinc150.py --data DIR            # DIR: train/val/test CSVs
-    .venv/bin/python bench/intents_clinc150.py --data DIR --spoken 300 --mpnet
+    .venv/bin/python -m bench.intents_clinc150 --data DIR            # DIR: train/val/test CSVs
+    .venv/bin/python -m bench.intents_clinc150 --data DIR --spoken 300 --mpnet
 
 CLINC150 (Larson et al., EMNLP 2019, CC BY 3.0) is not on PyPI; no package here ships it and the
 data hubs that do cannot be reached at run time, so the script takes the folder holding
@@ -44,16 +44,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
-from latency import machine  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+import numpy as np
+from sklearn.linear_model import LogisticRegression
 
-from intents.classifier import SCORES, IntentClassifier  # noqa: E402
-from intents.config import OUT_OF_SCOPE  # noqa: E402
-from intents.evaluate import OOS_NAMES, read_labelled, score, take_shots  # noqa: E402
+from bench.latency import machine
+from intents.classifier import SCORES, IntentClassifier
+from intents.config import OUT_OF_SCOPE
+from intents.evaluate import OOS_NAMES, read_labelled, score, take_shots
 
 RESULTS = ROOT / "bench" / "results"
 FITTED: dict = {}  # classifiers fitted once and reused for latency and the spoken part
@@ -483,7 +481,7 @@ def write_report(out: dict, args) -> str:
                  f"{lat['MiniLM encoding alone']:.1f} ms; see below) | no |")
     lines += ["", NOTES.strip(), "", "## Reproduce", "", "```sh",
               "apt-get install espeak-ng                                    # spoken part only",
-              f".venv/bin/python bench/intents_clinc150.py --data DIR {args.extra}".rstrip(),
+              f".venv/bin/python -m bench.intents_clinc150 --data DIR {args.extra}".rstrip(),
               "```", "",
               "DIR holds CLINC150's train.csv, val.csv and test.csv (columns text,label). One "
               "cell by the command line (our classifier, 10 shots, seed 0):", "", "```sh",
