@@ -61,6 +61,15 @@ _BEFORE_DIGITS = (
                             r"(?:digits|numbers) on the back)\b"), 3, 4),
     (Secret.PIN, re.compile(r"\b(pin|passcode)\b"), 4, 8),
 )
+# A card named in the same breath: a shorter run after it is still the card, with digits lost
+# to the phone line or to ASR ("my card, the number is 5,55,55,55,55,44" is a Mastercard read
+# with four fives missing). "cart" is Whisper's usual mishearing of "card" on 8 kHz audio.
+_CARD_WORD = re.compile(r"\b(card|cart|visa|master ?card|amex|american express|discover|"
+                        r"credit|debit)\b")
+_CARD_WINDOW = 80
+_MISHEARD_CARD_DIGITS = 8  # longer than any order number, PIN or date this IVR asks for
+# Three or four digits said just after a card are its expiry or security code.
+_AFTER_CARD_WINDOW = 30
 _SSN_WRITTEN = re.compile(r"\b\d{3}[- ]\d{2}[- ]\d{4}\b")
 _PHRASE = re.compile(r"\b(password|passphrase|pass phrase|passcode|security answer|"
                      r"memorable word|mother'?s maiden name)(\s+(?:is|was|it's|would be)\b)?"
@@ -90,18 +99,39 @@ def redact(text: str, *, asked_for: Secret | None = None) -> str:
     text = _EXPIRY.sub(lambda m: f"{m.group(1)}{m.group(2)} {_marker(Secret.EXPIRY)}", text)
     text = _SSN_WRITTEN.sub(_marker(Secret.SSN), text)
     out, last = [], 0
+    card_ends = [m.end() for m in re.finditer(r"\[card ending \d{4}\]", text)]
     for start, end, digits in digit_runs(text):
-        window = text[max(last, start - _KEYWORD_WINDOW):start].lower()
-        for secret, keyword, shortest, longest in _BEFORE_DIGITS:
-            if shortest <= len(digits) <= longest and keyword.search(window):
-                out += [text[last:start], _marker(secret)]
-                last = end
-                break
+        after_card = any(0 <= start - e <= _AFTER_CARD_WINDOW for e in card_ends)
+        marker = _keyword_marker(text, last, start, digits, after_card=after_card)
+        if marker is not None:
+            out += [text[last:start], marker]
+            last = end
+            if marker.startswith("[card ending"):
+                card_ends.append(end)
     text = "".join(out) + text[last:]
     if asked_for is not None:  # a number was asked for: every other number in the answer is it
         # (after the keyword rules: "my PIN is 4 3 2 1" said while a card is asked for is a PIN)
         text = replace_runs(text, lambda d: _marker(asked_for, d) if len(d) >= 3 else None)
     return _PHRASE.sub(_phrase_marker, text)
+
+
+def _keyword_marker(text: str, last: int, start: int, digits: str, *,
+                    after_card: bool) -> str | None:
+    """The marker for the digit run at ``start`` by what was said before it, or None.
+    ``last`` is where the text already replaced ends (a keyword there is spent);
+    ``after_card``: a card number ended just before the run."""
+    window = text[max(last, start - _KEYWORD_WINDOW):start].lower()
+    for secret, keyword, shortest, longest in _BEFORE_DIGITS:
+        if shortest <= len(digits) <= longest and keyword.search(window):
+            return _marker(secret)
+    card_window = text[max(last, start - _CARD_WINDOW):start].lower()
+    if _MISHEARD_CARD_DIGITS <= len(digits) < CARD_MIN_DIGITS and \
+            _CARD_WORD.search(card_window):
+        return _marker(Secret.CARD, digits)
+    if 3 <= len(digits) <= 4 and after_card:
+        month = int(digits[:-2]) if len(digits) == 4 else 0
+        return _marker(Secret.EXPIRY if 1 <= month <= 12 else Secret.CVV)
+    return None
 
 
 def _phrase_marker(match: re.Match) -> str:

@@ -72,6 +72,20 @@ def test_the_final_scan_masks_any_long_run_and_refuses_long_integers():
         scan({"arguments": {"card": 4111111111111234}})
 
 
+def test_a_card_misheard_short_is_still_a_card_when_a_card_was_named():
+    # As tiny.en once wrote a Piper caller's "my card. The number is 5555 5555 5555 4444,
+    # expiry 12 27": four fives lost, "card" heard as "cart", "expiry" as "expliry".
+    heard = "I was charged twice on my cart, the number is 5,55,55,55,55,44,expliry 1227."
+    assert redact(heard) == ("I was charged twice on my cart, the number is "
+                             "[card ending 5544],expliry [expiry redacted].")
+    assert redact("my visa 4111 1111 111, code 123") == \
+        "my visa [card ending 1111], code [cvv redacted]"
+    # No card named, or a number too short to be one: an order number stays.
+    assert redact("order 456712, not my card") == "order 456712, not my card"
+    assert redact("my card order 456712") == "my card order 456712"
+    assert redact("I called 5 times about the card") == "I called 5 times about the card"
+
+
 def test_an_expiry_after_its_keyword_and_a_card_with_its_expiry_in_one_breath():
     assert redact("it expires 12/27") == "it expires [expiry redacted]"
     # As tiny.en wrote a Piper caller's "expiry 12 27":
