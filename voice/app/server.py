@@ -35,6 +35,7 @@ from voice.app.http import LOCAL_HOSTS, create_app
 from voice.app.metrics import IvrMetrics
 from voice.app.settings import IvrSettings
 from voice.engines import shared_engines
+from voice.transports.base import CallLine
 from voice.transports.sip.endpoint import CallLeg, SipEngine
 from voice.transports.sip.line import SipAgentLine, SipCallLine
 from voice.transports.sip.messages import InviteInfo
@@ -269,7 +270,15 @@ class IvrServer:
     # -- calls -------------------------------------------------------------------------------------
 
     def _incoming(self, leg: CallLeg) -> None:
-        line = SipCallLine(leg, self.settings.sip)
+        self.start_call(SipCallLine(leg, self.settings.sip))
+
+    def can_accept(self) -> bool:
+        """Whether a new call from any transport may start now (not draining, not full).
+        SIP refuses INVITEs itself, earlier (``SipEngine``); other transports ask here."""
+        return not self._stopping.is_set() and len(self.calls) < self.settings.sip.max_calls
+
+    def start_call(self, line: CallLine) -> Call:
+        """One caller on any transport, run by the call core until it ends and is recorded."""
         call = Call(line, self.settings, self.factory.new(), self.store, shutdown=self.shutdown,
                     transfer=self._transfer if self.publisher is not None else None)
         call.on_turn_hooks = [self.metrics.observe_turn]
@@ -279,6 +288,7 @@ class IvrServer:
         self._call_tasks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._call_tasks.discard)
         task.add_done_callback(lambda _t: self._ended(call))
+        return call
 
     def _transfer(self, call: Call) -> WarmTransfer:
         cfg = self.settings.handoff
