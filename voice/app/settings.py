@@ -282,6 +282,30 @@ class SipSettings(Section):
         return self
 
 
+class WebRtcSettings(Section):
+    """Browser calls (``/call``): signalling tokens, ICE servers, media timeouts."""
+
+    enabled: bool = Field(True, description="Serve /call and the WebRTC signalling API.")
+    secret: SecretStr | None = Field(None, description="A shared secret that may ask for call "
+                                     "tokens besides the API tokens (a web site's own key). "
+                                     "None: only the API tokens.")
+    token_ttl_s: float = Field(60.0, gt=0, le=3600, description="How long a call token from "
+                               "/api/webrtc/token may be used to place one call.")
+    stun_urls: list[str] = Field([], description="STUN servers ('stun:host:3478') for the "
+                                 "browser and the server. Empty: host candidates only "
+                                 "(loopback and LAN).")
+    turn_urls: list[str] = Field([], description="TURN servers ('turn:host:3478?transport=udp'); "
+                                 "see deploy/coturn/.")
+    turn_username: str | None = None
+    turn_password: SecretStr | None = None
+    connect_timeout_s: float = Field(15.0, gt=0, description="ICE and DTLS must complete and "
+                                     "the caller's audio arrive within this after the answer.")
+    media_timeout_s: float = Field(6.0, gt=0, description="No audio from the browser for this "
+                                   "long ends the call (a peer that vanished without closing; "
+                                   "ICE consent alone takes about 30 s to fail).")
+    max_offer_bytes: int = Field(20000, ge=1000, description="Larger SDP offers are refused.")
+
+
 class ServerSettings(Section):
     """`ivr serve`: the HTTP side and the call store."""
 
@@ -341,6 +365,7 @@ class IvrSettings(BaseSettings):
     sip: SipSettings = Field(default_factory=SipSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
 
     @model_validator(mode="before")
     @classmethod
