@@ -48,6 +48,9 @@ class MenuConfig(BaseModel):
     llm_fallback_timeout_s: float = Field(1.0, gt=0, le=10, description="How long the caller "
                                           "waits for the LLM's pick before hearing the "
                                           "clarifying question instead.")
+    slot_lengths: dict[str, int] = Field(
+        default_factory=lambda: {"order_number": 6}, description="Digits in each value a "
+        "self-service flow asks for; end of turn ends as soon as that many have been heard.")
     intents: list[IntentSpec]
 
     @model_validator(mode="after")

@@ -11,8 +11,18 @@ speculative step that starts ASR before the turn is confirmed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 
+from intents.dialogue.turns import Expect
+from intents.entities import (
+    CARD_MAX_DIGITS,
+    YesNo,
+    digit_string,
+    is_complete_card,
+    spoken_date,
+    yes_or_no,
+)
 from voice.app.settings import TurnSettings
 
 
@@ -177,3 +187,84 @@ def required_silence_ms(text: str, settings: TurnSettings, *, expect_digits: boo
     if words[-1] in _TRAILING_WORDS:
         return settings.incomplete_silence_ms
     return settings.confirm_silence_ms
+
+
+class ValueProgress(StrEnum):
+    """How far the caller has got with the value the flow expects."""
+
+    NONE = "none"  # no value in the words yet: the sentence rules decide
+    INCOMPLETE = "incomplete"  # part of it (four digits of six, a card failing Luhn, a month)
+    COMPLETE = "complete"  # all of it, and valid
+
+
+_MONTH_WORDS = ("january", "february", "march", "april", "may", "june", "july", "august",
+                "september", "october", "november", "december")
+
+
+def value_progress(text: str, expect: Expect, length: int | None = None,
+                   today: date | None = None) -> ValueProgress:
+    """Read the speculative transcript against the value the flow expects.
+
+    ``length`` is the number of digits of an expected number (the order number's, from the
+    menu); without it a digit string is never known to be complete.
+    """
+    if expect == Expect.DIGITS:
+        digits = digit_string(text)
+        if not digits:
+            return ValueProgress.NONE
+        if length is None:
+            return ValueProgress.NONE
+        return ValueProgress.COMPLETE if len(digits) >= length else ValueProgress.INCOMPLETE
+    if expect == Expect.CARD:
+        digits = digit_string(text)
+        if not digits:
+            return ValueProgress.NONE
+        if is_complete_card(digits) or len(digits) >= CARD_MAX_DIGITS:
+            return ValueProgress.COMPLETE
+        return ValueProgress.INCOMPLETE
+    if expect == Expect.DATE:
+        if spoken_date(text, today or date.today()) is not None:
+            return ValueProgress.COMPLETE
+        words = [w.strip(".,!?") for w in text.lower().split()]
+        if any(w in _MONTH_WORDS for w in words):  # "March" ... "the fifth"
+            return ValueProgress.INCOMPLETE
+        return ValueProgress.NONE
+    if expect == Expect.YES_NO:
+        return ValueProgress.COMPLETE if yes_or_no(text) != YesNo.UNSURE else ValueProgress.NONE
+    return ValueProgress.NONE
+
+
+@dataclass(frozen=True)
+class TurnWait:
+    """The silence a turn needs before it ends, and the rule that chose it (for the record)."""
+
+    silence_ms: float
+    rule: str
+
+
+def turn_wait(text: str, settings: TurnSettings, expect: Expect = Expect.ANYTHING,
+              length: int | None = None, smart_turn_p: float | None = None) -> TurnWait:
+    """The fused end-of-turn rule at the early pause.
+
+    1. An expected value decides alone: complete and valid ends after
+       ``value_complete_silence_ms``; incomplete keeps listening ``digits_silence_ms`` after each
+       digit group. Smart Turn is not asked: the end of a digit group sounds final.
+    2. Otherwise the transcript rule (``required_silence_ms``); where it finds the sentence
+       complete, Smart Turn's probability may shorten the wait to nothing (confident complete) or
+       lengthen it to ``incomplete_silence_ms`` (confident incomplete).
+    """
+    progress = value_progress(text, expect, length)
+    if progress == ValueProgress.COMPLETE:
+        return TurnWait(settings.value_complete_silence_ms, "value-complete")
+    if progress == ValueProgress.INCOMPLETE:
+        return TurnWait(settings.digits_silence_ms, "value-incomplete")
+    if not text.strip():
+        return TurnWait(settings.confirm_silence_ms, "no-words")
+    wait = required_silence_ms(text, settings, expect_digits=expect == Expect.DIGITS)
+    if wait != settings.confirm_silence_ms or smart_turn_p is None:
+        return TurnWait(wait, "text")
+    if smart_turn_p >= settings.smart_turn_complete:
+        return TurnWait(settings.early_pause_ms, "smart-turn-complete")
+    if smart_turn_p < settings.smart_turn_incomplete:
+        return TurnWait(settings.incomplete_silence_ms, "smart-turn-incomplete")
+    return TurnWait(wait, "text")

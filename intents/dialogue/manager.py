@@ -286,7 +286,8 @@ class TurnManager:
         if flow == "order_status":
             self._pending = _Pending("order_number")
             return Reply(text="Sure. What's your order number? You can say it or key it in.",
-                         expect=Expect.DIGITS)
+                         expect=Expect.DIGITS,
+                         expect_length=self.menu.slot_lengths.get("order_number"))
         if flow == "opening_hours":
             return Reply(text=f"{HOURS} {ANYTHING_ELSE}")
         if flow == "payment":  # "I'd like to pay by card": the balance, then the keypad
@@ -322,7 +323,8 @@ class TurnManager:
             if answer == YesNo.NO:
                 pending.heard = None
                 return Reply(text="Sorry about that. Please say the number again, digit by digit.",
-                             expect=Expect.DIGITS)
+                             expect=Expect.DIGITS,
+                             expect_length=self.menu.slot_lengths.get(pending.slot))
             return Reply(text=f"Was that {digit_groups(pending.heard)}? Please say yes or no.",
                          expect=Expect.YES_NO)
         digits = digit_string(text, min_digits=4)  # masked markers are never read as digits
@@ -335,12 +337,14 @@ class TurnManager:
                 what = pending.slot.replace("_", " ")
                 return Reply(text=f"That sounded like a card number, and I don't need it. "
                                   f"Please say the {what}, digit by digit, or key it in "
-                                  f"followed by the hash key.", expect=Expect.DIGITS)
+                                  f"followed by the hash key.", expect=Expect.DIGITS,
+                                  expect_length=self.menu.slot_lengths.get(pending.slot))
             if len(text.split()) > 6 and pending.tries == 1:
                 return None  # a new request, not an answer: let the classifier have it
             return Reply(text="I didn't catch a number. Please say the order number, digit by "
                               "digit, or key it in followed by the hash key.",
-                         expect=Expect.DIGITS)
+                         expect=Expect.DIGITS,
+                         expect_length=self.menu.slot_lengths.get(pending.slot))
         pending.heard = digits
         return self._read_back(pending)
 

@@ -16,11 +16,18 @@ from typing import Protocol
 
 
 class Expect(StrEnum):
-    """What the flow expects the caller to say next; end-of-turn waits longer for digits."""
+    """What the flow expects the caller to say next.
+
+    End of turn reads the speculative transcript against it: a value that is complete and valid
+    (``Reply.expect_length`` digits, a card that passes Luhn, a date, a yes or a no) ends the turn
+    at once; an incomplete one keeps listening through the pauses between digit groups.
+    """
 
     ANYTHING = "anything"
     DIGITS = "digits"
     YES_NO = "yes-no"
+    CARD = "card"
+    DATE = "date"
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Reply:
     stream: AsyncIterator[str] | None = None
     fallback_text: str | None = None
     expect: Expect = Expect.ANYTHING
+    expect_length: int | None = None  # digits in the expected value, when the flow knows it
     end_call: bool = False  # hang up once this reply has been heard
     transfer_to: str | None = None  # hand the caller to this human queue once it has been heard
     nlu_ms: float = 0.0  # time the handler spent on intent detection, reported as its own stage

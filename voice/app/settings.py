@@ -75,7 +75,25 @@ class TurnSettings(Section):
     incomplete_silence_ms: int = Field(1000, description="Silence that ends a turn whose text "
                                        "trails off ('and', 'um', a comma).")
     digits_silence_ms: int = Field(1600, description="Silence that ends a turn ending in digits "
-                                   "while the flow expects a number read out in groups.")
+                                   "while the flow expects a number read out in groups, and the "
+                                   "pause allowed after each digit group of an expected value "
+                                   "that is still incomplete (fewer digits than the flow's "
+                                   "length, a card failing Luhn).")
+    value_complete_silence_ms: int = Field(160, description="Silence that ends a turn once the "
+                                           "value the flow expects is complete and valid (the "
+                                           "order number's length, a Luhn-valid card, a date, a "
+                                           "yes or no). Nothing more is coming, so no long wait.")
+    smart_turn: bool = Field(True, description="Run the Smart Turn v3.2 model (pipecat's bundled "
+                             "ONNX, CPU) on the turn's audio at the early pause, beside the "
+                             "transcript rule: a confident 'complete' ends a complete-looking "
+                             "turn at once, a confident 'incomplete' waits as for a trailing "
+                             "'and'. Expected values are judged by the value rule alone.")
+    smart_turn_model_path: str | None = Field(None, description="Smart Turn ONNX file; None: "
+                                              "the one inside the pipecat-ai wheel.")
+    smart_turn_complete: float = Field(0.6, gt=0, lt=1, description="Probability at or above "
+                                       "which Smart Turn's 'complete' ends the turn at once.")
+    smart_turn_incomplete: float = Field(0.15, gt=0, lt=1, description="Probability below "
+                                         "which the turn waits incomplete_silence_ms.")
     max_turn_s: float = Field(30.0, description="A monologue is cut into turns of at most this "
                               "length (Whisper's window is 30 s).")
     pre_speech_pad_ms: int = Field(200, description="Audio kept before detected speech onset so "

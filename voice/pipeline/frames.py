@@ -60,8 +60,10 @@ class ExpectFrame(SystemFrame):
 
     expect: Expect = Expect.ANYTHING
     secret_slot: str | None = None  # the secret the flow is collecting, if any
+    expect_length: int | None = None  # digits in the expected value (an order number's length)
 
     @classmethod
     def after(cls, reply: Reply) -> ExpectFrame:
         slot = reply.metadata.get(SECRET_SLOT_KEY)
-        return cls(expect=reply.expect, secret_slot=slot if isinstance(slot, str) else None)
+        return cls(expect=reply.expect, secret_slot=slot if isinstance(slot, str) else None,
+                   expect_length=reply.expect_length)

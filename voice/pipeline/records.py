@@ -61,6 +61,9 @@ class TurnRecord:
     extra_wait_ms: float = 0.0  # silence the end-of-turn rule asked for beyond the usual wait
     # (a number read out in groups, a sentence trailing off): budgeted, not an overrun
     asr_dropped: str | None = None
+    end_rule: str = ""  # the end-of-turn rule that set the wait (value-complete, smart-turn-...)
+    smart_turn_p: float | None = None  # Smart Turn's P(complete) at the early pause, if asked
+    smart_turn_ms: float | None = None  # what asking it took (queue wait included)
 
     def compute_stages(self, budget: Any) -> None:
         """Fill ``stages``, ``total_ms`` and ``ladder`` from the instants (all ms)."""
@@ -121,6 +124,10 @@ class TurnRecord:
             **({"budgeted_wait_ms": round(self.extra_wait_ms, 1)} if self.extra_wait_ms else {}),
             **({"asr_dropped": self.asr_dropped} if self.asr_dropped else {}),
             **({"forced_turn_end": True} if self.forced else {}),
+            **({"end_rule": self.end_rule} if self.end_rule else {}),
+            **({"smart_turn_p": round(self.smart_turn_p, 3),
+                "smart_turn_ms": round(self.smart_turn_ms or 0.0, 1)}
+               if self.smart_turn_p is not None else {}),
         }
 
     def to_json(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from loguru import logger
@@ -33,10 +34,11 @@ from intents.redaction import keypad_only, redact
 from voice.asr import Transcript
 from voice.audio import ASR_SAMPLE_RATE, StreamResampler
 from voice.dtmf import DtmfDetector
-from voice.endpointing import TurnEvent, TurnEventKind, TurnSegmenter, required_silence_ms
+from voice.endpointing import TurnEvent, TurnEventKind, TurnSegmenter, TurnWait, turn_wait
 from voice.pipeline.context import CallContext
 from voice.pipeline.frames import CallerTurnFrame, ExpectFrame, ResumeReplyFrame, SayFrame
 from voice.pipeline.records import TurnRecord, TurnTimes
+from voice.smart_turn import shared_smart_turn
 from voice.vad import SpeechDetector
 
 BACKCHANNELS = frozenset({"", "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "okay",
@@ -47,6 +49,19 @@ _KEYPAD = frozenset(entry.value for entry in KeypadEntry)
 # Said when the caller talks while a card number is being keyed (the words are not transcribed).
 USE_THE_KEYPAD = "For your security, please key the card number on your keypad, not by voice."
 _REMIND_AFTER_SPEECH_S = 0.6  # shorter sounds (a cough, "uh") get no reminder
+
+
+@dataclass
+class _Speculation:
+    """The transcript taken at the early pause, and what end of turn made of it."""
+
+    generation: int
+    transcript: Transcript
+    asr_start: float
+    asr_end: float
+    wait: TurnWait | None = None
+    smart_turn_p: float | None = None
+    smart_turn_ms: float | None = None
 
 
 def is_backchannel(text: str) -> bool:
@@ -60,6 +75,9 @@ class ListenStage(FrameProcessor):
         self.session = session
         settings = session.settings
         self.expect = Expect.ANYTHING  # what the dialogue expects next (ExpectFrame)
+        self.expect_length: int | None = None  # digits in the expected value, when known
+        self.smart_turn = shared_smart_turn(settings.turn.smart_turn_model_path) \
+            if settings.turn.smart_turn else None
         self.secret_slot: str | None = None  # the secret the flow is collecting by keypad
         self.vad_frame = ASR_SAMPLE_RATE * settings.audio.frame_ms // 1000
         self.frame_s = settings.audio.frame_ms / 1000
@@ -75,7 +93,7 @@ class ListenStage(FrameProcessor):
         self.stream_s = 0.0  # caller audio seen so far
         self._asr_task: asyncio.Task | None = None
         self._asr_generation = 0
-        self._speculative: tuple[int, Transcript, float, float] | None = None  # gen, text, t0, t1
+        self._speculative: _Speculation | None = None
         self._barged = False
         self._turn_index = 0
         self._asr_overruns = 0
@@ -95,6 +113,7 @@ class ListenStage(FrameProcessor):
             await self.push_frame(frame, direction)
         elif isinstance(frame, ExpectFrame):  # from respond, upstream: ours, not passed on
             self.expect, self.secret_slot = frame.expect, frame.secret_slot
+            self.expect_length = frame.expect_length
         else:
             await self.push_frame(frame, direction)
 
@@ -171,24 +190,34 @@ class ListenStage(FrameProcessor):
         self._asr_generation += 1
         generation = self._asr_generation
         audio = self._voiced_audio(event.speech_end_s)
+        # Smart Turn hears the pause too (as pipecat feeds it), up to this frame.
+        heard = np.concatenate(self._turn_audio) if self._turn_audio else audio
         started = time.perf_counter()
-        self._asr_task = self.create_task(self._run_asr(generation, audio, started, event),
+        self._asr_task = self.create_task(self._run_asr(generation, audio, heard, started),
                                           name=f"{self.session.call_id}-asr-{generation}")
 
-    async def _run_asr(self, generation: int, audio: np.ndarray, started: float,
-                       event: TurnEvent) -> None:
-        transcript = await self.session.transcribe(audio)
+    def _asks_smart_turn(self) -> bool:
+        """An expected value is judged by the value rule alone (see ``turn_wait``)."""
+        return self.smart_turn is not None and self.expect in (Expect.ANYTHING, Expect.YES_NO)
+
+    async def _run_asr(self, generation: int, audio: np.ndarray, heard: np.ndarray,
+                       started: float) -> None:
+        smart_p = smart_ms = None
+        if self._asks_smart_turn():
+            transcript, (smart_p, smart_ms) = await asyncio.gather(
+                self.session.transcribe(audio), self.smart_turn.predict(heard))
+        else:
+            transcript = await self.session.transcribe(audio)
         if generation != self._asr_generation or self.asr_paused:
             return  # the caller went on talking, or a keypad entry began: no text from it
-        self._speculative = (generation, transcript, started, time.perf_counter())
-        expect_digits = self.expect == Expect.DIGITS
-        wait = required_silence_ms(transcript.text, self.session.settings.turn,
-                                   expect_digits=expect_digits)
-        if not transcript.text:
-            wait = self.session.settings.turn.confirm_silence_ms
+        wait = turn_wait(transcript.text, self.session.settings.turn, self.expect,
+                         self.expect_length, smart_p)
+        self._speculative = _Speculation(generation, transcript, started, time.perf_counter(),
+                                         wait, smart_p, smart_ms)
         logger.debug(f"{self.session.call_id}: heard {redact(transcript.text)!r} in "
-                     f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait:.0f} ms silence")
-        for ended in self.segmenter.set_required_silence(wait, self.stream_s):
+                     f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait.silence_ms:.0f} "
+                     f"ms silence ({wait.rule}, smart turn {smart_p})")
+        for ended in self.segmenter.set_required_silence(wait.silence_ms, self.stream_s):
             await self._on_turn_event(ended)
 
     async def _end_turn(self, event: TurnEvent) -> None:
@@ -203,9 +232,11 @@ class ListenStage(FrameProcessor):
                 generation = self._asr_generation = self._asr_generation + 1
                 started = time.perf_counter()
                 transcript = await self.session.transcribe(self._voiced_audio(event.speech_end_s))
-                self._speculative = (generation, transcript, started, time.perf_counter())
-        _, transcript, asr_start, asr_end = self._speculative
-        self._speculative = None
+                self._speculative = _Speculation(generation, transcript, started,
+                                                 time.perf_counter())
+        speculation, self._speculative = self._speculative, None
+        transcript = speculation.transcript
+        asr_start, asr_end = speculation.asr_start, speculation.asr_end
         self._drop_turn_audio()
         barged, self._barged = self._barged, False
         # The caller's end of speech, on the wall clock: frames arrive in real time.
@@ -228,7 +259,11 @@ class ListenStage(FrameProcessor):
                             times=TurnTimes(speech_end=speech_end_wall, asr_start=asr_start,
                                             asr_end=asr_end, confirmed=confirmed),
                             barge_in=barged, forced=event.forced, asr_dropped=transcript.dropped,
-                            extra_wait_ms=self._extra_wait_ms(text))
+                            extra_wait_ms=self._extra_wait_ms(text),
+                            end_rule="forced" if event.forced else
+                            (speculation.wait.rule if speculation.wait else "longest-wait"),
+                            smart_turn_p=speculation.smart_turn_p,
+                            smart_turn_ms=speculation.smart_turn_ms)
         if self.session.fast:
             # --fast feeds frames faster than real time: count the silence waited in stream time.
             record.times.speech_end = asr_start - (event.at_s - event.speech_end_s)
@@ -258,7 +293,7 @@ class ListenStage(FrameProcessor):
 
     def _extra_wait_ms(self, text: str) -> float:
         turn = self.session.settings.turn
-        wait = required_silence_ms(text, turn, expect_digits=self.expect == Expect.DIGITS)
+        wait = turn_wait(text, turn, self.expect, self.expect_length).silence_ms
         return max(0.0, wait - turn.confirm_silence_ms)
 
     def _track_asr_budget(self, transcript: Transcript) -> None:

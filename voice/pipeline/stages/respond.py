@@ -62,6 +62,7 @@ class RespondStage(FrameProcessor):
             await self.push_frame(frame, direction)
             greeting = await self.session.handler.start_call(self.session.call_info)
             if greeting is not None:
+                await self._expect_after(greeting)  # a greeting may ask for a value at once
                 self._start_answer(turn_index=0, reply=greeting)
         elif isinstance(frame, CallerTurnFrame):
             await self._start_turn(frame.turn)
