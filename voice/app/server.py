@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from loguru import logger
@@ -96,7 +97,8 @@ def default_allowed_hosts(settings: IvrSettings) -> list[str]:
     """The Host values answered when ``server.allowed_hosts`` is not set: this host by its
     loopback names and hostname, and the addresses it is configured to be reached at."""
     hosts = [*LOCAL_HOSTS, socket.gethostname()]
-    for host in (settings.server.http_host, settings.sip.public_address):
+    carrier = urlsplit(settings.carrier.public_url or "").hostname
+    for host in (settings.server.http_host, settings.sip.public_address, carrier):
         if host and host not in ("0.0.0.0", "::", ""):
             hosts.append(host)
     return hosts
@@ -142,6 +144,7 @@ class IvrServer:
             logger.error(f"ivr serve: {error}")
             return 1
         self._setup_handoff()
+        self._setup_carrier()
         server = self.settings.server
         app = create_app(self.store, self.metrics, self.health, self.routers, auth=self.auth,
                          allowed_hosts=server.allowed_hosts or
@@ -234,6 +237,16 @@ class IvrServer:
         if self.factory is not None and self.factory.crm is not None:
             self.publisher = HandoffPublisher(cfg, self.handoffs, self.factory.crm, hub=self.hub,
                                               pusher=self.pusher, summarizer=summarizer)
+
+    def _setup_carrier(self) -> None:
+        """Calls Twilio streams over a WebSocket (``carrier.twilio_auth_token``)."""
+        if self.settings.carrier.twilio_auth_token is None:
+            return
+        from voice.transports.carrier.router import TwilioGateway, twilio_router
+
+        gateway = TwilioGateway(self.settings.carrier, self.start_call, self.can_accept,
+                                frame_ms=self.settings.audio.frame_ms)
+        self.routers.append(twilio_router(gateway))
 
     def _api_auth(self, agents: dict[str, str]) -> BearerAuth:
         """Who may read caller data: ``server.api_tokens`` and the agents' desktop tokens; with

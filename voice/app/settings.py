@@ -360,6 +360,31 @@ class ServerSettings(Section):
                                   "share a database.")
 
 
+class CarrierSettings(Section):
+    """Calls a telephony provider streams over a WebSocket (Twilio Media Streams): the voice
+    webhook at ``/twilio/voice`` and the stream at ``/twilio/stream/<token>``."""
+
+    twilio_auth_token: SecretStr | None = Field(None, description="The Twilio account's auth "
+                                                "token: it signs the voice webhook "
+                                                "(X-Twilio-Signature) and keys the per-call "
+                                                "stream tokens. None: the Twilio routes are off.")
+    public_url: str | None = Field(None, description="The base URL Twilio reaches this server "
+                                   "at, e.g. https://ivr.example.com (behind a TLS proxy). The "
+                                   "webhook's signature is checked against it and the stream "
+                                   "URL is built from it (https -> wss). None: taken from each "
+                                   "request, which is wrong behind a proxy.")
+    stream_token_ttl_s: float = Field(30.0, gt=0, description="How long after the webhook the "
+                                      "stream may connect with its token (once).")
+    start_timeout_s: float = Field(10.0, gt=0, description="A stream that sends no 'start' "
+                                   "this long after it connects is closed.")
+    inbox_frames: int = Field(50, ge=5, description="Caller frames queued between the socket "
+                              "and the pipeline; beyond it the oldest are dropped and counted.")
+    mark_wait_s: float = Field(3.0, ge=0, description="On hang-up, how long to wait for Twilio "
+                               "to report our last audio played (its 'mark') before closing.")
+    max_bad_messages: int = Field(50, ge=1, description="Malformed messages in a row after "
+                                  "which the stream is closed (each is logged and counted).")
+
+
 # Old name -> new name of settings that moved (the call core owns what is not SIP's).
 RENAMED = {f"sip.{key}": f"call.{key}" for key in
            ("max_call_s", "max_silence_s", "goodbye_silence", "goodbye_max_duration")}
@@ -383,6 +408,7 @@ class IvrSettings(BaseSettings):
     sip: SipSettings = Field(default_factory=SipSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    carrier: CarrierSettings = Field(default_factory=CarrierSettings)
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
 
     @model_validator(mode="before")

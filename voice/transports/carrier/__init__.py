@@ -1,0 +1,1 @@
+"""Calls that a telephony provider streams over a WebSocket (Twilio Media Streams)."""
