@@ -1,0 +1,1 @@
+"""Browser calls over WebRTC (aiortc): the call line, signalling, call tokens."""
