@@ -35,6 +35,7 @@ from voice.app.handlers import HandlerFactory
 from voice.app.http import LOCAL_HOSTS, create_app
 from voice.app.metrics import IvrMetrics
 from voice.app.settings import IvrSettings
+from voice.app.tracing import Tracing
 from voice.engines import shared_engines
 from voice.transports.base import CallLine
 from voice.transports.sip.endpoint import CallLeg, SipEngine
@@ -111,6 +112,7 @@ class IvrServer:
         self.store = CallStore(settings.server.store_url, settings.server.spool_dir,
                                worker=self.worker)
         self.metrics = IvrMetrics()
+        self.tracing = Tracing.from_env(settings.tracing)  # None unless OTEL_* ask for traces
         self.calls: dict[str, Call] = {}
         self.refusals = RefusalLog()
         self.shutdown = asyncio.Event()  # the grace period is over: end the calls left
@@ -145,6 +147,7 @@ class IvrServer:
             return 1
         self._setup_handoff()
         self._setup_carrier()
+        self._setup_webrtc()
         server = self.settings.server
         app = create_app(self.store, self.metrics, self.health, self.routers, auth=self.auth,
                          allowed_hosts=server.allowed_hosts or
@@ -183,6 +186,8 @@ class IvrServer:
             await self.pusher.aclose()
         if self.factory is not None:
             await self.factory.aclose()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.close)  # the last spans exported
         logger.info("ivr serve: stopped")
         return 0
 
@@ -237,6 +242,16 @@ class IvrServer:
         if self.factory is not None and self.factory.crm is not None:
             self.publisher = HandoffPublisher(cfg, self.handoffs, self.factory.crm, hub=self.hub,
                                               pusher=self.pusher, summarizer=summarizer)
+
+    def _setup_webrtc(self) -> None:
+        """Browser calls: the /call page and WebRTC signalling (``webrtc.enabled``)."""
+        if not self.settings.webrtc.enabled:
+            return
+        from voice.transports.webrtc.signalling import WebRtcGateway, webrtc_router
+
+        gateway = WebRtcGateway(self.settings.webrtc, self.start_call, self.can_accept,
+                                frame_ms=self.settings.audio.frame_ms)
+        self.routers.append(webrtc_router(gateway, self.auth))
 
     def _setup_carrier(self) -> None:
         """Calls Twilio streams over a WebSocket (``carrier.twilio_auth_token``)."""
@@ -293,7 +308,8 @@ class IvrServer:
     def start_call(self, line: CallLine) -> Call:
         """One caller on any transport, run by the call core until it ends and is recorded."""
         call = Call(line, self.settings, self.factory.new(), self.store, shutdown=self.shutdown,
-                    transfer=self._transfer if self.publisher is not None else None)
+                    transfer=self._transfer if self.publisher is not None else None,
+                    tracing=self.tracing)
         call.on_turn_hooks = [self.metrics.observe_turn]
         self.calls[call.call_id] = call
         self.metrics.calls_active.inc()
