@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from datetime import date
 
+from opentelemetry import trace
+
 from intents.classifier import IntentClassifier
 from intents.config import OUT_OF_SCOPE, MenuConfig
 from intents.dialogue.agent import AgentAnswer, LlmAgent
@@ -43,6 +45,7 @@ from intents.policy import Action, Decision, MenuPolicy
 from intents.redaction import SECRET_SLOT_KEY, SECRET_SLOTS, keypad_only, redact, redact_keyed
 from intents.signals import Signals, SignalTracker
 
+_tracer = trace.get_tracer("intents.dialogue")
 GREETING = "Thanks for calling. How can I help you today?"
 ANYTHING_ELSE = "Is there anything else I can help with?"
 HOURS = "We're open Monday to Friday from 8 am to 8 pm, and Saturday from 9 am to 5 pm."
@@ -473,7 +476,11 @@ class TurnManager:
     # -- tools -------------------------------------------------------------------------------------
 
     def _tool(self, name: str, **arguments) -> ToolResult:
-        result = self.tools.call(name, **arguments)
+        # A child of the turn's span when journey traces are on; a no-op span otherwise.
+        with _tracer.start_as_current_span(f"tool {name}", attributes={"tool.name": name}) \
+                as span:
+            result = self.tools.call(name, **arguments)
+            span.set_attribute("tool.ok", result.ok)
         self.state.actions.append(ActionRecord(name, arguments, result.ok, result.data,
                                                result.error))
         return result

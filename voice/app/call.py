@@ -25,6 +25,7 @@ from pipecat.frames.frames import InputDTMFFrame
 from handoff.publish import CallFacts
 from intents.dialogue.turns import CallerTurn, CallInfo, Reply, TurnHandler
 from voice.app.callstore import CallRecord, CallStore
+from voice.app.journey import flow_node, summarize, turn_intent
 from voice.app.settings import IvrSettings
 from voice.pipeline.records import TurnRecord
 from voice.pipeline.session import CallSession
@@ -33,6 +34,7 @@ from voice.transports.players import LoopPlayer, hold_music
 
 if TYPE_CHECKING:
     from handoff.transfer import WarmTransfer
+    from voice.app.tracing import CallTrace, Tracing
 
 GOODBYE_GRACE_S = 12.0  # a goodbye the caller talks over still ends the call after this
 TAIL_S = 0.4  # after our last sample, the far end's jitter buffer still has to play it
@@ -48,6 +50,7 @@ class _Routed:
     def __init__(self, inner: TurnHandler) -> None:
         self.inner = inner
         self.offer: Any = None  # handoff.callback.CallbackOffer while it is being asked
+        self.trace: CallTrace | None = None  # the turn's span is current while it is answered
 
     async def start_call(self, call: CallInfo) -> Reply | None:
         return await self.inner.start_call(call)
@@ -55,7 +58,10 @@ class _Routed:
     async def handle_turn(self, turn: CallerTurn) -> Reply | None:
         if self.offer is not None and not self.offer.done:
             return await self.offer.answer(turn.text)
-        return await self.inner.handle_turn(turn)
+        if self.trace is None:
+            return await self.inner.handle_turn(turn)
+        with self.trace.turn(turn):
+            return await self.inner.handle_turn(turn)
 
     async def handle_dtmf(self, digits: str) -> Reply | None:
         if self.offer is not None and not self.offer.done:
@@ -78,7 +84,7 @@ class Call:
                  store: CallStore | None, *, shutdown: asyncio.Event,
                  transfer: TransferFactory | None = None, realtime: bool = True,
                  on_turn: Callable[[TurnRecord], None] | None = None,
-                 call_id: str | None = None) -> None:
+                 call_id: str | None = None, tracing: Tracing | None = None) -> None:
         self.line = line
         self.settings = settings
         self.handler = _Routed(handler)
@@ -105,6 +111,9 @@ class Call:
         self.done = asyncio.Event()
         self._writes: set[asyncio.Task] = set()
         self._last_activity = time.monotonic()
+        self._handed_over_at: float | None = None  # when the warm transfer started
+        self.trace: CallTrace | None = tracing.call(self) if tracing is not None else None
+        self.handler.trace = self.trace
 
     @property
     def call_id(self) -> str:
@@ -116,6 +125,8 @@ class Call:
         info = self.line.info
         logger.info(f"call {self.call_id}: {info.transport} call {info.external_id!r} from "
                     f"{info.caller_number} ({info.source}) to {info.called_number}")
+        if self.trace is not None:
+            await asyncio.to_thread(self.trace.link_journey, self.store)
         await self._write_call()
         reason = "error"
         try:
@@ -217,7 +228,10 @@ class Call:
         if self.make_transfer is None:
             logger.warning(f"call {self.call_id}: routed to {route!r} but no transfer is set up")
             return
+        self._handed_over_at = time.time()
         self.transfer = self.make_transfer(self)
+        if self.trace is not None:
+            self.trace.transfer_started(route)
         await self.transfer.run()
 
     async def _watchdog(self) -> None:
@@ -330,6 +344,15 @@ class Call:
         menu_version = getattr(self.state, "menu_version", None)
         if menu_version:
             self.record.context["menu_version"] = menu_version
+        answered = self.record.answered_at
+        ivr_s = None if answered is None else \
+            (self._handed_over_at or self.record.ended_at) - answered
+        journey = summarize(self.state, reason,
+                            transfer_outcome=self.record.context.get("transfer_outcome"),
+                            ivr_s=ivr_s)
+        self.record.context["journey"] = journey
+        if self.trace is not None:
+            self.trace.finish(journey)
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await self._write_call()
@@ -345,6 +368,14 @@ class Call:
         if self.on_turn_record is not None:
             self.on_turn_record(record)
         turn = record.to_dict()
+        state = self.state
+        if state is not None:  # what the flow made of the turn: the report's funnel and traces
+            intent = turn_intent(state, record.index)
+            if intent is not None:
+                turn["intent"], turn["confidence"] = intent
+            turn["journey_stage"] = flow_node(state, record.index)
+        if self.trace is not None:
+            self.trace.turn_done(record)
         for hook in self.on_turn_hooks:
             hook(turn)
         if self.store is None:

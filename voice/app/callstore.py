@@ -228,6 +228,36 @@ class CallStore:
                 out.append(self._public(row, [t.record for t in turns]))
             return out
 
+    def journey_of(self, caller_number: str, since: float, *, before: float) -> str | None:
+        """The journey a new call from ``caller_number`` joins: that of the caller's earliest
+        call started in [since, before), or None when there is none."""
+        with Session(self.engine) as s:
+            row = s.scalars(select(CallRow).where(
+                CallRow.caller_number == caller_number, CallRow.started_at >= since,
+                CallRow.started_at < before).order_by(CallRow.started_at).limit(1)).first()
+            if row is None:
+                return None
+            return (row.context or {}).get("journey_id") or row.id
+
+    def between(self, since: float, until: float | None = None) -> list[dict[str, Any]]:
+        """Calls started in [since, until), oldest first, with their turns: the raw material
+        of the report and the dashboard (``voice.app.figures``)."""
+        with Session(self.engine) as s:
+            query = select(CallRow).where(CallRow.started_at >= since)
+            if until is not None:
+                query = query.where(CallRow.started_at < until)
+            rows = list(s.scalars(query.order_by(CallRow.started_at)))
+            turns: dict[str, list[dict]] = {r.id: [] for r in rows}
+            if rows:
+                for t in s.scalars(select(TurnRow).where(TurnRow.call_id.in_(list(turns)))
+                                   .order_by(TurnRow.call_id, TurnRow.turn)):
+                    turns[t.call_id].append(t.record)
+            return [{"call_id": r.id, "caller_number": r.caller_number,
+                     "transport": r.transport, "started_at": r.started_at,
+                     "answered_at": r.answered_at, "ended_at": r.ended_at,
+                     "end_reason": r.end_reason, "context": r.context or {},
+                     "turns": turns[r.id]} for r in rows]
+
     def get(self, call_id: str) -> dict[str, Any] | None:
         with Session(self.engine) as s:
             row = s.get(CallRow, call_id)

@@ -360,6 +360,23 @@ class ServerSettings(Section):
                                   "share a database.")
 
 
+class TracingSettings(Section):
+    """Journey traces (OpenTelemetry). Whether and where they are exported is set by the
+    standard OTEL_* variables (see ``voice.app.tracing``); these are what the traces carry."""
+
+    customer_key: SecretStr | None = Field(None, description="Key of the keyed hash that "
+                                           "makes customer.id from the caller's number. None: "
+                                           "one generated into customer_key_file. Changing it "
+                                           "breaks the link between a caller's old and new "
+                                           "journeys.")
+    customer_key_file: str = Field("var/customer-key", description="Where the generated key "
+                                   "is kept (mode 0600).")
+    journey_window_days: float = Field(7.0, gt=0, description="A call within this many days "
+                                       "of the caller's first call joins that call's journey "
+                                       "(journey.id); longer links more repeat calls into one "
+                                       "journey.")
+
+
 class CarrierSettings(Section):
     """Calls a telephony provider streams over a WebSocket (Twilio Media Streams): the voice
     webhook at ``/twilio/voice`` and the stream at ``/twilio/stream/<token>``."""
@@ -410,6 +427,7 @@ class IvrSettings(BaseSettings):
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
     carrier: CarrierSettings = Field(default_factory=CarrierSettings)
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @model_validator(mode="before")
     @classmethod
