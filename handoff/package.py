@@ -44,6 +44,7 @@ class CallInfoPart(_Model):
     called_number: str | None = None
     started_at: str
     menu_version: str
+    flow_version: str = ""  # the flow bundle the call ran on; "" before bundles existed
 
 
 class AccountPart(_Model):

@@ -67,6 +67,7 @@ class CallState:
     call_id: str
     caller_number: str | None = None
     menu_version: str = ""
+    flow_version: str = ""  # the flow bundle the call ran on (intents/flows/bundle.py)
     customer_id: int | None = None
     customer_name: str | None = None
     slots: dict[str, str] = field(default_factory=dict)  # confirmed values only

@@ -101,6 +101,10 @@ class Call:
             called_number=info.called_number, source=info.source,
             context={**info.context, "caller_name": info.caller_name,
                      "handler": settings.call.handler})
+        # The flow bundle the call runs on, to its end, whatever is promoted meanwhile.
+        flow_version = getattr(getattr(handler, "state", None), "flow_version", None)
+        if flow_version:
+            self.record.context["flow_version"] = flow_version
         self.session: CallSession | None = None
         self.rate: int | None = None
         self.end_reason: str | None = None  # set by whoever ends the call from our side
@@ -368,6 +372,8 @@ class Call:
         if self.on_turn_record is not None:
             self.on_turn_record(record)
         turn = record.to_dict()
+        if "flow_version" in self.record.context:
+            turn["flow_version"] = self.record.context["flow_version"]
         state = self.state
         if state is not None:  # what the flow made of the turn: the report's funnel and traces
             intent = turn_intent(state, record.index)

@@ -271,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--http-port", type=int, default=8080)
     demo.set_defaults(func=cmd_demo)
 
+    from voice.app.flows_cli import add_commands as add_flow_commands
+
+    add_flow_commands(commands, _settings)
+
     call = commands.add_parser("call", help="a SIP caller or auto-answering agent (tests, "
                                "benchmarks, demo); see `ivr call -- --help`", add_help=False)
     call.add_argument("rest", nargs=argparse.REMAINDER)

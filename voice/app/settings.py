@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handoff.settings import HandoffSettings
+from intents.flows.settings import FlowSettings
 from models.config import ModelSettings
 
 
@@ -425,6 +426,7 @@ class IvrSettings(BaseSettings):
     sip: SipSettings = Field(default_factory=SipSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    flows: FlowSettings = Field(default_factory=FlowSettings)
     carrier: CarrierSettings = Field(default_factory=CarrierSettings)
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
