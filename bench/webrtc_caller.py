@@ -54,6 +54,8 @@ class BrowserCall:
     latencies_ms: list[int]
     turns: list[dict[str, Any]]
     call_id: str | None
+    mic_onsets: list[float]  # the page's audio clock: where the caller's speech starts
+    remote_start: float | None  # the same clock: the recording's first sample
     recording: np.ndarray = field(repr=False)
     rate: int = 48000
 
@@ -113,12 +115,14 @@ async def call_page(http_port: int, key: str, capture: Path) -> AsyncIterator[tu
 async def page_state(page: Any) -> BrowserCall:
     state = await page.evaluate("""() => ({status: ivrCall.status,
         text: document.getElementById('status').textContent, latencies: ivrCall.latencies,
-        turns: ivrCall.turns, callId: ivrCall.callId, rate: ivrCall.sampleRate,
+        turns: ivrCall.turns, micOnsets: ivrCall.micOnsets, remoteStart: ivrCall.remoteStart,
+        callId: ivrCall.callId, rate: ivrCall.sampleRate,
         recording: ivrCall.recording()})""")
     pcm = np.frombuffer(base64.b64decode(state["recording"]), dtype=np.int16)
     return BrowserCall(status=state["status"], status_text=state["text"],
                        latencies_ms=list(state["latencies"]),
-                       turns=list(state["turns"]), call_id=state["callId"], recording=pcm,
+                       turns=list(state["turns"]), mic_onsets=list(state["micOnsets"]),
+                       remote_start=state["remoteStart"], call_id=state["callId"], recording=pcm,
                        rate=int(state["rate"] or FAKE_RATE))
 
 

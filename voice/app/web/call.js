@@ -13,6 +13,7 @@ const state = {
   pc: null, channel: null, stream: null, context: null, status: "ready",
   turns: [], latencies: [], recorded: [], sampleRate: 0, callId: null,
   lastMicVoice: null, spokeSinceReply: false, replyPlaying: false, lastReplyLoud: -1,
+  micOnsets: [], remoteStart: null,  // audio clock times: caller speech starts, first sample heard
 };
 window.ivrCall = state;  // read by tests and curious developers
 
@@ -43,6 +44,8 @@ function onMic(message) {
   const {t, block, levels} = message.data;
   levels.forEach((level, i) => {
     if (level > MIC_VOICE) {
+      const at = t + i * block;
+      if (state.lastMicVoice === null || at - state.lastMicVoice > 0.3) state.micOnsets.push(at);
       state.lastMicVoice = t + (i + 1) * block;
       state.spokeSinceReply = true;
     }
@@ -51,6 +54,7 @@ function onMic(message) {
 
 function onRemote(message) {
   const {t, block, levels, samples} = message.data;
+  if (state.remoteStart === null) state.remoteStart = t;
   samples.forEach((s) => state.recorded.push(s));
   levels.forEach((level, i) => {
     const at = t + i * block;
