@@ -31,6 +31,7 @@ from handoff.publish import HandoffPublisher
 from handoff.transfer import WarmTransfer
 from voice.app.call import Call
 from voice.app.callstore import WORKER_LOST, CallRecord, CallStore
+from voice.app.flow_follow import FlowFollower
 from voice.app.handlers import HandlerFactory
 from voice.app.http import LOCAL_HOSTS, create_app
 from voice.app.metrics import IvrMetrics
@@ -119,6 +120,7 @@ class IvrServer:
         self._stopping = asyncio.Event()
         self.engine: SipEngine | None = None
         self.factory: HandlerFactory | None = None
+        self.flows: FlowFollower | None = None  # follows promotions of flow versions
         self.http: uvicorn.Server | None = None
         self.started_at = time.time()
         self.routers: list = []
@@ -173,7 +175,10 @@ class IvrServer:
                     f"http://{self.settings.server.http_host}:{http_port}")
         print(f"ivr serve: ready; SIP {sip}; HTTP http://{self.settings.server.http_host}:"
               f"{http_port}", flush=True)
+        flows_task = asyncio.create_task(self.flows.run(), name="flows")
         await self._stopping.wait()
+        flows_task.cancel()
+        await asyncio.gather(flows_task, return_exceptions=True)
         await self._drain()
         for record in self.refusals.flush():
             await asyncio.to_thread(self.store.save_call, record)
@@ -294,6 +299,9 @@ class IvrServer:
     def _warm(self) -> None:
         shared_engines(self.settings)  # ASR, TTS and VAD loaded once, before the first call
         self.factory = HandlerFactory(self.settings)
+        # The promoted flow version, if any, before the first call (intents/flows).
+        self.flows = FlowFollower(self.settings, self.factory)
+        self.flows.check()
 
     # -- calls -------------------------------------------------------------------------------------
 
