@@ -112,9 +112,12 @@ class TwilioStream:
         self.ws = await websockets.connect(self.url, max_size=2 ** 20)
         self._reader = asyncio.create_task(self._read())
         self._marker = asyncio.create_task(self._echo_marks())
-        await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        if start:
-            await self.start()
+        try:
+            await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            if start:
+                await self.start()
+        except websockets.ConnectionClosed:
+            pass  # refused at once (a bad token): ``received`` says how
         return self
 
     async def start(self, call_sid: str | None = None) -> None:

@@ -171,6 +171,8 @@ class TwilioStreamLine:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._marks_done.set()
+            await self._close(CLOSE_NORMAL, "stream stopped" if self.stop_reason == "stop"
+                              else "call ended")
 
     async def _read_loop(self) -> None:
         while not self.ended.is_set():
