@@ -18,8 +18,11 @@ WebSocket messages, server to page (JSON):
 - ``{"type": "state", "transfer": state}`` when a transfer is accepted or its outcome changes;
 - ``{"type": "refused", "handoff_id": id, "reason": text}`` to the agent whose accept failed.
 
-where ``state`` is ``{"handoff_id", "accepted_by", "outcome", "package"}`` (``package`` only in
-``transfer`` messages). Page to server: ``{"type": "accept", "handoff_id": id}``.
+where ``state`` is ``{"handoff_id", "accepted_by", "outcome", "disposition", "package"}``
+(``package`` only in ``transfer`` messages). Page to server: ``{"type": "accept", "handoff_id":
+id}``, and once the agent has the caller, their one-click verdict on the escalation:
+``{"type": "disposition", "handoff_id": id, "disposition": "needed-human" |
+"could-have-been-served"}`` (stored with the handoff through ``on_disposition``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ CLOSE_UNKNOWN_TOKEN = 4401
 CLOSE_GOING_AWAY = 1001
 
 AcceptCallback = Callable[[str, str], Awaitable[None]]
+DispositionCallback = Callable[[str, str, str], Awaitable[None]]
+#: An agent's verdict after a transfer (``handoff.store.DISPOSITIONS``).
+DISPOSITIONS = ("needed-human", "could-have-been-served")
 
 
 class AcceptRefused(Exception):
@@ -66,6 +72,7 @@ class AcceptRefused(Exception):
 class _Transfer:
     package: dict[str, Any]
     accepted_by: str | None = None
+    disposition: str | None = None
 
     @property
     def handoff_id(self) -> str:
@@ -81,7 +88,7 @@ class _Transfer:
 
     def state(self, with_package: bool) -> dict[str, Any]:
         state: dict[str, Any] = {"handoff_id": self.handoff_id, "accepted_by": self.accepted_by,
-                                 "outcome": self.outcome}
+                                 "outcome": self.outcome, "disposition": self.disposition}
         if with_package:
             state["package"] = self.package
         return state
@@ -112,10 +119,14 @@ class DesktopHub:
         history: how many transfers the hub keeps to show agents who connect later. Closed
             ones (connected, abandoned ...) are dropped first; a larger number shows more of
             the day on a reload and sends more on every connect.
+        on_disposition: awaited as ``on_disposition(handoff_id, agent, disposition)`` when an
+            agent gives their verdict after a transfer (the IVR stores it with the handoff);
+            if it raises, the verdict is not shown as recorded and the agent is told.
     """
 
     def __init__(self, tokens: Mapping[str, str], on_accept: AcceptCallback | None = None,
-                 history: int = 50) -> None:
+                 history: int = 50,
+                 on_disposition: DispositionCallback | None = None) -> None:
         if not tokens:
             raise ValueError("DesktopHub(tokens=...): give at least one token -> agent name, "
                              "e.g. {'a-long-random-token': 'Dana'}")
@@ -127,6 +138,7 @@ class DesktopHub:
             raise ValueError(f"DesktopHub(history={history}): keep at least 1 transfer")
         self._tokens = dict(tokens)
         self._on_accept = on_accept
+        self._on_disposition = on_disposition
         self._history = history
         self._transfers: dict[str, _Transfer] = {}  # insertion order = publish order
         self._agents: set[_Agent] = set()
@@ -147,7 +159,8 @@ class DesktopHub:
         # error for anything the page could not receive.
         held = json.loads(json.dumps(package))
         previous = self._transfers.pop(handoff_id, None)
-        transfer = _Transfer(held, previous.accepted_by if previous else None)
+        transfer = _Transfer(held, previous.accepted_by if previous else None,
+                             previous.disposition if previous else None)
         self._transfers[handoff_id] = transfer
         self._trim()
         self._broadcast({"type": "transfer", "transfer": transfer.state(with_package=True)})
@@ -211,6 +224,27 @@ class DesktopHub:
             self._broadcast({"type": "state", "transfer": transfer.state(with_package=False)})
             raise AcceptRefused("The IVR could not give you this call; try again.") from exc
 
+    async def dispose(self, handoff_id: str, agent: str, disposition: str) -> None:
+        """An agent's verdict on a transfer they had: was a human needed? Raises
+        :class:`AcceptRefused` when it cannot be theirs to give."""
+        if disposition not in DISPOSITIONS:
+            raise AcceptRefused("Unknown disposition.")
+        transfer = self._transfers.get(handoff_id)
+        if transfer is None:
+            raise AcceptRefused("This transfer is no longer on the desktop.")
+        if transfer.accepted_by not in (None, agent):
+            raise AcceptRefused(f"{transfer.accepted_by} took this call; it is theirs to rate.")
+        if transfer.accepted_by is None and transfer.outcome != "connected":
+            raise AcceptRefused("Rate a transfer once you have the caller.")
+        if self._on_disposition is not None:
+            try:
+                await self._on_disposition(handoff_id, agent, disposition)
+            except Exception as exc:  # the callback is the IVR's; the agent must still hear
+                log.exception("on_disposition(%s, %s) failed", handoff_id, agent)
+                raise AcceptRefused("Your answer could not be saved; try again.") from exc
+        transfer.disposition = disposition
+        self._broadcast({"type": "state", "transfer": transfer.state(with_package=False)})
+
     async def serve(self, websocket: WebSocket) -> None:
         """Run one agent's page connection until it closes."""
         await websocket.accept()
@@ -238,14 +272,17 @@ class DesktopHub:
             message = json.loads(text)
         except json.JSONDecodeError:
             message = None
-        if not isinstance(message, dict) or message.get("type") != "accept" \
+        if not isinstance(message, dict) or message.get("type") not in ("accept", "disposition") \
                 or not isinstance(message.get("handoff_id"), str):
             self._send(agent, {"type": "refused", "handoff_id": None,
                                "reason": "The desktop did not understand that request."})
             return
         handoff_id = message["handoff_id"]
         try:
-            await self.accept(handoff_id, agent.name)
+            if message["type"] == "accept":
+                await self.accept(handoff_id, agent.name)
+            else:
+                await self.dispose(handoff_id, agent.name, str(message.get("disposition")))
         except AcceptRefused as refused:
             self._send(agent, {"type": "refused", "handoff_id": handoff_id,
                                "reason": refused.reason})

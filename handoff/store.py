@@ -31,6 +31,9 @@ from handoff.db import json_safe, open_engine
 from handoff.package import HandoffPackage, TransferOutcome, now_iso, validated_dict
 
 OUTCOMES: tuple[str, ...] = TransferOutcome.__args__  # type: ignore[attr-defined]
+#: An agent's one-click verdict after a transfer: the escalation was right, or the IVR could
+#: have served the caller itself (escalation accuracy from the agents' side).
+DISPOSITIONS = ("needed-human", "could-have-been-served")
 
 
 class _Base(DeclarativeBase):
@@ -57,6 +60,17 @@ class DeliveryRow(_Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[str] = mapped_column(String(40))
     delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DispositionRow(_Base):
+    """One per handoff; a table of its own, so databases made before it gain it at start-up
+    (``create_all`` adds tables, not columns)."""
+
+    __tablename__ = "handoff_dispositions"
+    handoff_id: Mapped[str] = mapped_column(ForeignKey("handoffs.id"), primary_key=True)
+    disposition: Mapped[str] = mapped_column(String(32))
+    agent: Mapped[str] = mapped_column(String(128))
+    at: Mapped[str] = mapped_column(String(40), index=True)
 
 
 @dataclass(frozen=True)
@@ -140,7 +154,39 @@ class HandoffStore:
         except SQLAlchemyError as failure:
             self._spool("delivery", row, failure)
 
+    def set_disposition(self, handoff_id: str, disposition: str, agent: str, *,
+                        at: str | None = None) -> None:
+        """Record an agent's disposition of a transfer; a second one replaces the first (the
+        agent changed their mind). Raises ValueError for an unknown disposition, KeyError for
+        an unknown handoff."""
+        if disposition not in DISPOSITIONS:
+            raise ValueError(f"disposition must be one of {DISPOSITIONS}, not {disposition!r}")
+        row = {"handoff_id": handoff_id, "disposition": disposition, "agent": agent,
+               "at": at or now_iso()}
+        if not self._replay_first():
+            self._spool("disposition", row, None)
+            return
+        try:
+            self._merge_disposition(row)
+        except SQLAlchemyError as error:
+            self._spool("disposition", row, error)
+
     # -- reads -------------------------------------------------------------------------------------
+
+    def disposition(self, handoff_id: str) -> dict[str, Any] | None:
+        """The agent's disposition of a transfer (``disposition``, ``agent``, ``at``), or None.
+        Kept beside the package, not in it: the package is the schema's, as it was sent."""
+        with Session(self.engine) as s:
+            return self._dispositions(s, [handoff_id]).get(handoff_id)
+
+    def since(self, since_iso: str) -> list[dict[str, Any]]:
+        """Packages created at or after ``since_iso``, oldest first, each with its
+        ``disposition`` (or None): what the report and the dashboard count."""
+        with Session(self.engine) as s:
+            rows = list(s.scalars(select(HandoffRow).where(HandoffRow.created_at >= since_iso)
+                                  .order_by(HandoffRow.created_at)))
+            verdicts = self._dispositions(s, [r.id for r in rows])
+            return json_safe([{**r.package, "disposition": verdicts.get(r.id)} for r in rows])
 
     def get(self, handoff_id: str) -> dict[str, Any] | None:
         """The package with its current ``transfer`` and its ``deliveries``."""
@@ -185,6 +231,8 @@ class HandoffStore:
                         self._insert(data)
                 elif kind == "transfer":
                     self._apply_transfer(data)
+                elif kind == "disposition":
+                    self._merge_disposition(data)
                 else:
                     self._insert_delivery(data)
             except FileNotFoundError:
@@ -247,6 +295,20 @@ class HandoffStore:
             package["transfer"] = transfer
             row.package = validated_dict(package)  # a new dict: SQLAlchemy sees the change
             row.transfer_outcome, row.updated_at = change["outcome"], change["at"]
+
+    def _merge_disposition(self, row: dict[str, Any]) -> None:
+        with Session(self.engine) as s, s.begin():
+            if s.get(HandoffRow, row["handoff_id"]) is None:
+                raise KeyError(f"no handoff {row['handoff_id']}")
+            s.merge(DispositionRow(**row))
+
+    @staticmethod
+    def _dispositions(s: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        return {d.handoff_id: {"disposition": d.disposition, "agent": d.agent, "at": d.at}
+                for d in s.scalars(select(DispositionRow)
+                                   .where(DispositionRow.handoff_id.in_(ids)))}
 
     def _insert_delivery(self, row: dict[str, Any]) -> None:
         with Session(self.engine) as s, s.begin():

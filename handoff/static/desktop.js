@@ -18,6 +18,10 @@ const OUTCOME_TEXT = {
   "failed": ["Transfer failed", "bad"],
 };
 const CLOSED = new Set(["connected", "abandoned", "callback", "failed"]);
+const DISPOSITION_TEXT = {
+  "needed-human": "Recorded: needed a human",
+  "could-have-been-served": "Recorded: could have been served",
+};
 
 const $ = (id) => document.getElementById(id);
 const money = new Intl.NumberFormat(undefined, { style: "currency", currency: CURRENCY });
@@ -177,6 +181,9 @@ function buildCard(pkg) {
   }
 
   q(".accept").addEventListener("click", () => accept(pkg.handoff_id));
+  for (const button of card.querySelectorAll(".dispose")) {
+    button.addEventListener("click", () => dispose(pkg.handoff_id, button.dataset.disposition));
+  }
   return card;
 }
 
@@ -200,6 +207,18 @@ function showState(entry) {
   const button = q(".accept");
   button.disabled = !!state.accepted_by || closed;
   button.textContent = mine ? "Accepted" : state.accepted_by ? "Taken" : closed ? "Ended" : "Accept";
+
+  // After the transfer, the agent who had the caller says whether a human was needed.
+  const rating = q(".disposition");
+  rating.hidden = !(mine || (!state.accepted_by && state.outcome === "connected"));
+  const done = q(".disposition-done");
+  done.hidden = !state.disposition;
+  done.textContent = DISPOSITION_TEXT[state.disposition] || "";
+  for (const button of card.querySelectorAll(".dispose")) {
+    button.hidden = !!state.disposition;
+    button.disabled = false;
+  }
+  q(".disposition-question").hidden = !!state.disposition;
 
   card.classList.toggle("mine", mine);
   card.classList.toggle("taken", !!state.accepted_by && !mine);
@@ -264,6 +283,17 @@ function accept(handoffId) {
   button.disabled = true;
   button.textContent = "Accepting…";
   socket.send(JSON.stringify({ type: "accept", handoff_id: handoffId }));
+}
+
+function dispose(handoffId, disposition) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    refused(handoffId, "Not connected to the desktop server; try again in a moment.");
+    return;
+  }
+  for (const button of transfers.get(handoffId).card.querySelectorAll(".dispose")) {
+    button.disabled = true;
+  }
+  socket.send(JSON.stringify({ type: "disposition", handoff_id: handoffId, disposition }));
 }
 
 // -- connection and sign-in ------------------------------------------------------------------

@@ -188,6 +188,35 @@ def _serve_logs(verbose: bool) -> None:
                filter=lambda r: r["level"].no >= 30 or (r["name"] or "").startswith(ours))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The contact-centre figures of the stored records as an HTML report with plots."""
+    import time
+
+    from handoff.store import HandoffStore
+    from voice.app import figures, report
+    from voice.app.callstore import CallStore
+
+    try:
+        window_s = figures.parse_since(args.since)
+        settings = _settings(args, **({"server__store_url": args.store} if args.store else {}))
+    except ValueError as error:
+        print(f"ivr report: {error}", file=sys.stderr)
+        return 2
+    _quiet_logs(args.verbose)
+    calls = CallStore(settings.server.store_url, settings.server.spool_dir)
+    handoffs = HandoffStore(settings.handoff.db_url, settings.handoff.spool_dir)
+    now = time.time()
+    result = figures.load(calls, handoffs, now - window_s, now)
+    path = report.write(result, args.out)
+    rates = (f"containment {report.percent(result.containment_rate)}, transfers "
+             f"{report.percent(result.transfer_rate)}")
+    print(f"ivr report: {result.answered} answered calls since {args.since}, {rates}; "
+          f"written to {path}")
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from voice.app.demo import run_demo
 
@@ -264,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--agent", action="append", help="SIP URI of an agent for warm "
                        "transfers (repeat for a queue tried in order)")
     serve.set_defaults(func=cmd_serve)
+
+    report = commands.add_parser("report", help="contact-centre figures of the stored records "
+                                 "as an HTML report with plots")
+    report.add_argument("--since", default="7d", help="period back from now: 7d, 24h, 90m, 2w")
+    report.add_argument("--out", type=Path, default=Path("var/report.html"))
+    report.add_argument("--store", help="call store database URL (default from settings)")
+    report.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser("demo", help="real SIP calls to a real `ivr serve` on loopback, "
                                "one warm-transferred to a demo agent")

@@ -60,7 +60,9 @@ def create_app(store: CallStore, metrics: IvrMetrics, health: Callable[[], dict[
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # In a thread: the contact-centre gauges read the stored records (StoredFigures).
+        body = await asyncio.to_thread(generate_latest, metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/calls", dependencies=[Depends(auth)])
     async def calls(limit: int = Query(20, ge=1, le=500)) -> list[dict[str, Any]]:

@@ -124,8 +124,11 @@ def summarize(state: Any, end_reason: str, *, transfer_outcome: str | None = Non
     reason = getattr(state, "escalation_reason", None) if route else None
     if route and escalated and escalated[-1].reason and not reason:
         reason = escalated[-1].reason
+    version = (getattr(state, "flow_version", None) or getattr(state, "menu_version", None)) \
+        if state is not None else None
     return {
         "outcome": outcome.value,
+        "flow_version": version or None,
         "recognized": recognized,
         "served": served,
         "contained": served if outcome == Outcome.CONTAINED else [],

@@ -148,6 +148,7 @@ class IvrServer:
             logger.error(f"ivr serve: {error}")
             return 1
         self._setup_handoff()
+        self._setup_dashboard()
         self._setup_carrier()
         self._setup_webrtc()
         server = self.settings.server
@@ -232,7 +233,7 @@ class IvrServer:
         self.auth = self._api_auth(tokens)
         self.routers.append(handoff_router(self.handoffs, tokens=self.auth))
         if tokens:
-            self.hub = DesktopHub(tokens)
+            self.hub = DesktopHub(tokens, on_disposition=self._disposition)
             self.routers.append(desktop_router(self.hub))
         if cfg.webhook_urls:
             self.pusher = WebhookPusher(cfg.webhook_urls, cfg.webhook_secret.get_secret_value(),
@@ -267,6 +268,23 @@ class IvrServer:
         gateway = TwilioGateway(self.settings.carrier, self.start_call, self.can_accept,
                                 frame_ms=self.settings.audio.frame_ms)
         self.routers.append(twilio_router(gateway))
+
+    def _setup_dashboard(self) -> None:
+        """The contact-centre figures of the stored records: Prometheus gauges of the last
+        day and the supervisor page at /dashboard (behind the API tokens)."""
+        from voice.app import figures
+        from voice.app.dashboard import dashboard_router
+        from voice.app.metrics import StoredFigures
+
+        def load(since: float, until: float) -> figures.Figures:
+            return figures.load(self.store, self.handoffs, since, until)
+
+        self.metrics.registry.register(StoredFigures(load))
+        self.routers.append(dashboard_router(load, self.auth))
+
+    async def _disposition(self, handoff_id: str, agent: str, disposition: str) -> None:
+        """An agent's verdict on a transfer, stored with the handoff (escalation accuracy)."""
+        await asyncio.to_thread(self.handoffs.set_disposition, handoff_id, disposition, agent)
 
     def _api_auth(self, agents: dict[str, str]) -> BearerAuth:
         """Who may read caller data: ``server.api_tokens`` and the agents' desktop tokens; with
@@ -336,6 +354,8 @@ class IvrServer:
         self.calls.pop(call.call_id, None)
         self.metrics.calls_active.dec()
         self.metrics.calls_total.labels(call.record.end_reason or "unknown").inc()
+        if call.record.answered_at is not None and "journey" in call.record.context:
+            self.metrics.observe_call(call.record.context["journey"])
         stats = call.record.context.get("frames", {})
         if stats.get("frames_dropped"):
             self.metrics.frames_dropped.inc(stats["frames_dropped"])
