@@ -56,7 +56,9 @@ class BrowserCall:
     call_id: str | None
     mic_onsets: list[float]  # the page's audio clock: where the caller's speech starts
     remote_start: float | None  # the same clock: the recording's first sample
-    recording: np.ndarray = field(repr=False)
+    recording: np.ndarray = field(repr=False)  # what the page heard, from remote_start on
+    mic: np.ndarray = field(repr=False)  # what the page sent, from mic_start on
+    mic_start: float | None = None
     rate: int = 48000
 
 
@@ -116,13 +118,15 @@ async def page_state(page: Any) -> BrowserCall:
     state = await page.evaluate("""() => ({status: ivrCall.status,
         text: document.getElementById('status').textContent, latencies: ivrCall.latencies,
         turns: ivrCall.turns, micOnsets: ivrCall.micOnsets, remoteStart: ivrCall.remoteStart,
-        callId: ivrCall.callId, rate: ivrCall.sampleRate,
-        recording: ivrCall.recording()})""")
+        callId: ivrCall.callId, rate: ivrCall.sampleRate, micStart: ivrCall.micStart,
+        recording: ivrCall.recording(), mic: ivrCall.recording("mic")})""")
     pcm = np.frombuffer(base64.b64decode(state["recording"]), dtype=np.int16)
+    mic = np.frombuffer(base64.b64decode(state["mic"]), dtype=np.int16)
     return BrowserCall(status=state["status"], status_text=state["text"],
                        latencies_ms=list(state["latencies"]),
                        turns=list(state["turns"]), mic_onsets=list(state["micOnsets"]),
-                       remote_start=state["remoteStart"], call_id=state["callId"], recording=pcm,
+                       remote_start=state["remoteStart"], call_id=state["callId"],
+                       recording=pcm, mic=mic, mic_start=state["micStart"],
                        rate=int(state["rate"] or FAKE_RATE))
 
 
@@ -149,3 +153,21 @@ async def place_call(http_port: int, key: str, capture: Path, *, turns: int,
             await page.click("#call")
             await asyncio.sleep(0.5)
         return result
+
+
+def reply_onsets_in_file(call: BrowserCall, speech: np.ndarray, speech_rate: int) -> list[float]:
+    """Where each reply became audible at the page, in seconds of the caller's recording
+    ``speech`` (as the SIP caller reports them): the recording is found in what the microphone
+    sent by cross-correlation, so both are on the page's audio clock."""
+    from voice.transports.sip.caller import audible_onsets
+
+    rate = 8000
+    sent = resample(call.mic, call.rate, rate).astype(np.float64)
+    ref = resample(speech, speech_rate, rate).astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(len(sent) + len(ref))))
+    corr = np.fft.irfft(np.fft.rfft(sent, n) * np.conj(np.fft.rfft(ref, n)), n)
+    offset_s = int(np.argmax(corr[:len(sent)])) / rate  # the recording's start in ``mic``
+    zero = call.mic_start + offset_s
+    heard = resample(call.recording, call.rate, rate)
+    return [round(call.remote_start + t - zero, 3) for t in audible_onsets(heard)
+            if call.remote_start + t > zero]

@@ -6,6 +6,7 @@
 
 const MIC_VOICE = 0.015;   // block RMS above which the caller is speaking (about -36 dBFS)
 const REPLY_VOICE = 0.01;  // block RMS above which a reply is audible (-40 dBFS)
+const MIN_GAP = 0.2;       // s; no turn ends sooner than this after speech (the IVR waits more)
 
 const $ = (id) => document.getElementById(id);
 
@@ -14,6 +15,7 @@ const state = {
   turns: [], latencies: [], recorded: [], sampleRate: 0, callId: null,
   lastMicVoice: null, spokeSinceReply: false, replyPlaying: false, lastReplyLoud: -1,
   micOnsets: [], remoteStart: null,  // audio clock times: caller speech starts, first sample heard
+  micRecorded: [], micStart: null,  // what the microphone sent, from micStart on the same clock
 };
 window.ivrCall = state;  // read by tests and curious developers
 
@@ -41,7 +43,9 @@ function addLine(who, text, extra) {
 }
 
 function onMic(message) {
-  const {t, block, levels} = message.data;
+  const {t, block, levels, samples} = message.data;
+  if (state.micStart === null) state.micStart = t;
+  samples.forEach((s) => state.micRecorded.push(s));
   levels.forEach((level, i) => {
     if (level > MIC_VOICE) {
       const at = t + i * block;
@@ -65,7 +69,10 @@ function onRemote(message) {
     state.lastReplyLoud = at;
     if (state.replyPlaying) return;
     state.replyPlaying = true;
-    if (state.spokeSinceReply && state.lastMicVoice !== null && state.lastMicVoice < at) {
+    // A reply answers the caller's speech once that has ended: sound that starts while the
+    // caller is still talking (or within MIN_GAP of it) is not the answer to it.
+    if (state.spokeSinceReply && state.lastMicVoice !== null
+        && at - state.lastMicVoice >= MIN_GAP) {
       const ms = Math.round((at - state.lastMicVoice) * 1000);
       state.latencies.push(ms);
       state.spokeSinceReply = false;
@@ -131,7 +138,7 @@ async function call() {
     state.sampleRate = state.context.sampleRate;
     state.stream = await navigator.mediaDevices.getUserMedia(
       {audio: {echoCancellation: true, noiseSuppression: false, autoGainControl: false}});
-    await tap(state.stream, false, onMic);
+    await tap(state.stream, true, onMic);
     const pc = new RTCPeerConnection({iceServers: grant.ice_servers});
     state.pc = pc;
     state.stream.getTracks().forEach((track) => pc.addTrack(track, state.stream));
@@ -171,13 +178,15 @@ function finish(text, status) {
   $("mute").disabled = true;
 }
 
-// The received audio so far, as base64 16-bit PCM at state.sampleRate (tests read it).
-state.recording = () => {
+// The received (or, with "mic", the sent) audio so far, as base64 16-bit PCM at
+// state.sampleRate (tests and benches read it).
+state.recording = (which) => {
+  const blocks = which === "mic" ? state.micRecorded : state.recorded;
   let n = 0;
-  state.recorded.forEach((b) => { n += b.length; });
+  blocks.forEach((b) => { n += b.length; });
   const pcm = new Int16Array(n);
   let at = 0;
-  state.recorded.forEach((b) => {
+  blocks.forEach((b) => {
     for (let i = 0; i < b.length; i++) pcm[at++] = Math.max(-1, Math.min(1, b[i])) * 32767;
   });
   const bytes = new Uint8Array(pcm.buffer);

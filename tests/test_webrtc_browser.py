@@ -1,0 +1,159 @@
+"""Browser calls end to end: Debian's Chromium, headless, calls `ivr serve` on /call.
+
+The fake microphone plays a real recording once; the page records what it hears and measures
+each reply's latency on its own audio clock. Whisper checks the replies answer the caller; the
+call records are read back from /api/calls. A browser killed mid-call (nothing closed) ends the
+call on the media timeout, and is recorded; a second caller while the only place is taken is
+refused with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+
+from bench.harness import API_TOKEN, IvrProcess
+from bench.webrtc_caller import CHROMIUM, call_page, fake_capture, page_state, place_call
+from voice.audio import resample
+
+CALLS = Path(__file__).parent / "fixtures" / "calls"
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not "
+                                 "installed (make test installs it)")]
+
+
+@pytest.fixture(scope="module")
+def ivr(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ivr-webrtc")
+    server = IvrProcess(workdir, {
+        "call": {"handler": "echo"},
+        "sip": {"max_calls": 1},
+        "webrtc": {"media_timeout_s": 3.0, "connect_timeout_s": 10.0},
+    }).start()
+    yield server
+    assert server.stop() == 0, server.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads((CALLS / "calls.json").read_text())
+
+
+def heard(engines, pcm: np.ndarray, rate: int, start_s: float = 0.0,
+          end_s: float | None = None) -> str:
+    part = pcm[int(start_s * rate):None if end_s is None else int(end_s * rate)]
+    return engines.transcriber.transcribe(resample(part, rate, 16000), 16000).text.lower()
+
+
+def replies(pcm: np.ndarray, rate: int) -> list[tuple[float, float]]:
+    """Where the page heard something: (start, end) seconds of each stretch of sound that has
+    at least a second of quiet around it (20 ms blocks)."""
+    block = rate // 50
+    n = len(pcm) // block
+    loud = np.abs(pcm[:n * block].reshape(n, block).astype(np.int32)).max(axis=1) > 300
+    spans: list[tuple[float, float]] = []
+    start, quiet = None, 0
+    for i, on in enumerate(loud):
+        if on:
+            start, quiet = (i if start is None else start), 0
+        elif start is not None:
+            quiet += 1
+            if quiet > 50:
+                spans.append((start * 0.02, (i - quiet + 1) * 0.02))
+                start = None
+    if start is not None:
+        spans.append((start * 0.02, n * 0.02))
+    return spans
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,!?:;'\"-") for w in text.lower().split() if len(w) > 3}
+
+
+async def test_a_browser_caller_is_answered_and_the_call_is_recorded(ivr, tmp_path, engines,
+                                                                     manifest):
+    capture = fake_capture(CALLS / "two_turns_8k.wav", tmp_path / "caller.wav")
+    result = await place_call(ivr.http_port, API_TOKEN, capture, turns=2, timeout_s=45)
+    assert result.status == "in-call", result.status_text
+    # The page showed both sides of both turns and measured both replies where it heard them.
+    assert [t["reply_text"].startswith("You said") for t in result.turns] == [True, True], \
+        result.turns
+    assert len(result.latencies_ms) == 2 and all(ms > 0 for ms in result.latencies_ms)
+    # What the browser heard answers what the caller said (the echo handler repeats it).
+    spans = replies(result.recording, result.rate)
+    texts = [heard(engines, result.recording, result.rate, a - 0.1, b + 0.2) for a, b in spans]
+    assert len(texts) == 2, texts
+    # Each reply repeats its sentence: most of the sentence's words reached the browser.
+    for text, utterance in zip(texts, manifest["two_turns_8k"]["utterances"]):
+        said = words(utterance["text"])
+        assert text.startswith("you said") and len(said & words(text)) >= len(said) / 2, \
+            (texts, result.turns)
+    call = ivr.wait_call(lambda c: c["call_id"] == result.call_id)
+    assert call["transport"] == "webrtc" and call["codec"] == "opus/48000/2"
+    assert call["end_reason"] == "caller-hangup" and call["context"]["webrtc_end"] == "hangup"
+    assert len(call["turns"]) == 2 and call["turns"][1]["caller_text"]
+    assert call["context"]["frames"]["frames_in"] > 0 and call["context"]["frames"]["frames_out"]
+
+
+async def test_the_caller_talking_over_a_reply_stops_it_at_the_browser(ivr, tmp_path, engines,
+                                                                       manifest):
+    first, second = manifest["barge_in_8k"]["utterances"]
+    capture = fake_capture(CALLS / "barge_in_8k.wav", tmp_path / "caller.wav")
+    result = await place_call(ivr.http_port, API_TOKEN, capture, turns=2, timeout_s=50)
+    call = ivr.wait_call(lambda c: c["call_id"] == result.call_id)
+    cut = call["turns"][0]
+    assert cut["reply_interrupted"] and call["turns"][1]["barge_in"], call["turns"]
+    # On the page's clock: our reply to the long first sentence was playing in the second
+    # before the caller spoke again (the page's own level threshold; the IVR's VAD may hear the
+    # soft start of the word sooner), was quiet a moment later, and the caller never heard the
+    # sentence it was repeating.
+    onsets = [t for t in result.mic_onsets if t > result.mic_onsets[0] + first["end_s"]
+              - first["start_s"]]
+    assert onsets, result.mic_onsets
+    rate = result.rate
+    at = int((onsets[0] - result.remote_start) * rate)
+    before = np.abs(result.recording[max(0, at - rate):at].astype(np.int32))
+    assert before.max() > 1000, "no reply was playing when the caller spoke again"
+    later = np.abs(result.recording[at + rate // 2:at + 2 * rate].astype(np.int32))
+    assert later.max() < 300, "our reply went on after the caller talked over it"
+    heard_first = heard(engines, result.recording, rate, max(0.0, at / rate - 3), at / rate + 1)
+    assert "you said" in heard_first and "dashwood" not in heard_first, heard_first
+
+
+async def offer_sdp() -> str:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def test_a_vanished_browser_ends_its_call_and_a_caller_beyond_the_limit_gets_503(
+        ivr, tmp_path):
+    capture = fake_capture(CALLS / "two_turns_8k.wav", tmp_path / "caller.wav", tail_s=30)
+    base = f"http://127.0.0.1:{ivr.http_port}"
+    async with call_page(ivr.http_port, API_TOKEN, capture) as (page, browser):
+        await page.click("#call")
+        await page.wait_for_function("ivrCall.status === 'in-call'", timeout=20000)
+        call_id = (await page_state(page)).call_id
+        # The only place is taken: another caller is refused, clearly.
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            grant = await client.post("/api/webrtc/token",
+                                      headers={"Authorization": f"Bearer {API_TOKEN}"})
+            refused = await client.post("/api/webrtc/offer",
+                                        json={"type": "offer", "sdp": await offer_sdp()},
+                                        headers={"Authorization":
+                                                 f"Bearer {grant.json()['token']}"})
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        browser.kill()  # no BYE, no DTLS close: the peer is simply gone
+    call = await asyncio.to_thread(ivr.wait_call, lambda c: c["call_id"] == call_id, 20)
+    assert call["context"]["webrtc_end"] == "media-timeout", call
+    assert call["answered_at"] and call["ended_at"] and call["transport"] == "webrtc"
