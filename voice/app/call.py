@@ -60,7 +60,7 @@ class _Routed:
             return await self.offer.answer(turn.text)
         if self.trace is None:
             return await self.inner.handle_turn(turn)
-        with self.trace.turn(turn):
+        with self.trace.turn(turn.index):
             return await self.inner.handle_turn(turn)
 
     async def handle_dtmf(self, digits: str) -> Reply | None:

@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from intents.dialogue.turns import CallerTurn
     from voice.app.callstore import CallRecord, CallStore
     from voice.pipeline.session import CallSession
 
@@ -279,10 +278,10 @@ class CallTrace:
         self.span.set_attribute("journey.id", journey)
 
     @contextlib.contextmanager
-    def turn(self, caller: CallerTurn) -> Iterator[None]:
-        """The turn's span, current while the turn manager answers it (so its tool spans are
-        its children). It starts where the caller started speaking."""
-        span = self._turn_span(caller.index)
+    def turn(self, index: int) -> Iterator[None]:
+        """The span of caller turn ``index``, current while the turn manager answers it (so
+        its tool spans are its children). It starts where the caller started speaking."""
+        span = self._turn_span(index)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             yield
