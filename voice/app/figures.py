@@ -198,8 +198,8 @@ def _repeats(answered: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> t
 def load(store: Any, handoffs: Any, since: float, until: float) -> Figures:
     """Read the records of [since, until) (and the week before, for repeats) and compute.
     Blocking: call from a thread in async code."""
-    rows = store.between(since - REPEAT_WINDOW_S, until)
-    earlier = [c for c in rows if c["started_at"] < since]
+    rows = store.between(since, until)
+    earlier = store.between(since - REPEAT_WINDOW_S, since, with_turns=False)
     packages = handoffs.since(datetime.fromtimestamp(since, UTC).isoformat(
         timespec="milliseconds")) if handoffs is not None else []
     return compute(rows, packages, since=since, until=until, earlier=earlier)
