@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
-from bench.harness import API_TOKEN, IvrProcess
+from bench.harness import API_TOKEN, SIPP, IvrProcess, free_port, peer_result, run_peer
 from bench.webrtc_caller import CHROMIUM, call_page, fake_capture, page_state, place_call
 from voice.audio import resample
 
@@ -157,3 +157,54 @@ async def test_a_vanished_browser_ends_its_call_and_a_caller_beyond_the_limit_ge
     call = await asyncio.to_thread(ivr.wait_call, lambda c: c["call_id"] == call_id, 20)
     assert call["context"]["webrtc_end"] == "media-timeout", call
     assert call["answered_at"] and call["ended_at"] and call["transport"] == "webrtc"
+
+
+@pytest.mark.skipif(SIPP is None, reason="sip-tester missing (`make test`)")
+async def test_a_browser_caller_is_briefed_to_a_sip_agent_and_bridged(tmp_path_factory,
+                                                                      tmp_path, engines):
+    """Asking for a person: the IVR dials a pjsua2 agent over SIP, briefs it, then carries the
+    audio between the browser's WebRTC line and the agent's PJSIP leg itself."""
+    from handoff.crm import CrmStore, seed
+    from tests.test_warm_transfer import heard as agent_heard
+    from tests.test_warm_transfer import spoken
+
+    workdir = tmp_path_factory.mktemp("webrtc-transfer")
+    crm_url = f"sqlite:///{workdir / 'crm.sqlite'}"
+    seed(CrmStore(crm_url), customers=50)
+    agent_port = free_port()
+    ivr = IvrProcess(workdir, {
+        "call": {"handler": "manager", "crm_url": crm_url, "max_silence_s": 60},
+        "handoff": {"agent_uris": [f"sip:agent@127.0.0.1:{agent_port}"], "ring_timeout_s": 6,
+                    "db_url": f"sqlite:///{workdir / 'handoffs.sqlite'}",
+                    "spool_dir": str(workdir / "handoff-spool")}}).start()
+    try:
+        dana = run_peer(["--answer", "--listen-port", str(agent_port), "--play",
+                         str(spoken([("Hello, this is Dana from customer care. How can I help?",
+                                      1.0)], tmp_path / "dana.wav")),
+                         "--wait", "18", "--record", str(tmp_path / "agent.wav"),
+                         "--timeout", "80"], background=True)
+        caller = spoken([("I'd like to speak to a person, please.", 26.0),
+                         ("Thanks. I was charged twice for my order.", 6.0)],
+                        tmp_path / "caller-8k.wav")
+        capture = fake_capture(caller, tmp_path / "caller.wav", lead_s=1.5, tail_s=10)
+        async with call_page(ivr.http_port, API_TOKEN, capture) as (page, _browser):
+            await page.click("#call")
+            await page.wait_for_function("ivrCall.status === 'in-call'", timeout=20000)
+            await asyncio.sleep(44)
+            result = await page_state(page)
+            await page.click("#call")
+            await asyncio.sleep(1)
+        agent = await asyncio.to_thread(peer_result, dana, 60)
+        record = await asyncio.to_thread(ivr.wait_call,
+                                         lambda c: c["call_id"] == result.call_id, 30)
+    finally:
+        ivr.stop()
+    assert agent["connected"], agent
+    assert record["transport"] == "webrtc" and record["end_reason"] == "transferred", record
+    briefing = agent_heard(tmp_path / "agent.wav", 0, 17)
+    assert "transfer" in briefing, briefing
+    said = agent_heard(tmp_path / "agent.wav", 17, agent["seconds"])
+    assert "charged" in said, said  # the agent hears the browser caller
+    caller_heard = " ".join(heard(engines, result.recording, result.rate, a - 0.1, b + 0.2)
+                            for a, b in replies(result.recording, result.rate))
+    assert "dana" in caller_heard, caller_heard  # and the caller hears the agent

@@ -19,6 +19,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -104,6 +105,12 @@ class WebRtcCallLine:
         self._reader: asyncio.Task | None = None
         self.frames_in = 0
         self.frames_dropped = 0
+        # A warm transfer bridges this line to a SIP agent in software, as a carrier stream's
+        # (voice.transports.carrier.bridge): these are what that bridge uses.
+        self.rate = RATE
+        self.name = f"webrtc {info.external_id}"
+        self.on_caller_frame: Callable[[bytes], None] | None = None
+        self.bridge: Any = None
         pc.on("connectionstatechange", self._state_changed)
         pc.on("datachannel", self._channel_opened)
 
@@ -180,9 +187,13 @@ class WebRtcCallLine:
                 while len(self._pending) >= self.frame_bytes:
                     if len(self._inbox) == self._inbox.maxlen:
                         self.frames_dropped += 1
-                    self._inbox.append(bytes(self._pending[:self.frame_bytes]))
+                    pcm = bytes(self._pending[:self.frame_bytes])
                     del self._pending[:self.frame_bytes]
+                    self._inbox.append(pcm)
                     self.frames_in += 1
+                    forward = self.on_caller_frame
+                    if forward is not None:
+                        forward(pcm)
                 self._first_audio.set()
                 self._ready.set()
         except MediaStreamError:
@@ -191,6 +202,8 @@ class WebRtcCallLine:
             await self.pc.close()
 
     def _end(self, cause: str) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
         if not self.ended.is_set():
             self.end_cause = cause
             logger.info(f"webrtc {self.info.external_id}: ended ({cause})")
@@ -202,6 +215,14 @@ class WebRtcCallLine:
     @property
     def ended_by_us(self) -> bool:
         return self._by_us
+
+    def agent_line(self, sip: Any) -> Any:
+        """How warm transfers reach agents from a browser: dialled over SIP (``sip``, a
+        ``SipAgentLine``) and bridged by the IVR, which stays in the media path (there is no
+        PJSIP leg to join on the conference bridge, and no SIP dialog to REFER)."""
+        from voice.transports.carrier.bridge import StreamAgentLine
+
+        return StreamAgentLine(sip)
 
     @property
     def codec(self) -> str | None:
