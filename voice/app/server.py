@@ -347,8 +347,12 @@ class IvrServer:
 
     def _transfer(self, call: Call) -> WarmTransfer:
         cfg = self.settings.handoff
-        return WarmTransfer(call, SipAgentLine(self.engine), self.publisher, cfg.agent_uris,
-                            mode=cfg.transfer_mode, ring_timeout_s=cfg.ring_timeout_s)
+        agents = SipAgentLine(self.engine)
+        # A caller without a PJSIP leg (a carrier's stream) reaches SIP agents its own way.
+        own = getattr(call.line, "agent_line", None)
+        return WarmTransfer(call, own(agents) if own else agents, self.publisher,
+                            cfg.agent_uris, mode=cfg.transfer_mode,
+                            ring_timeout_s=cfg.ring_timeout_s)
 
     def _ended(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)

@@ -23,6 +23,7 @@ import contextlib
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,7 @@ class TwilioStreamLine:
         self.codec = f"PCMU/{RATE}"
         self.frame_ms = frame_ms
         self.frame_s = frame_ms / 1000
+        self.rate = RATE
         self.frame_bytes = RATE * frame_ms // 1000 * 2  # int16
         self._silence = bytes(self.frame_bytes)
         self._ulaw_frame = self.frame_bytes // 2
@@ -101,12 +103,21 @@ class TwilioStreamLine:
         self._marks_done.set()
         self._unmarked = False  # audio sent since the last mark
         self._send_lock = asyncio.Lock()
+        self.on_caller_frame: Callable[[bytes], None] | None = None  # a warm transfer's bridge
+        self.bridge: Any = None  # voice.transports.carrier.bridge.AgentBridge, once connected
 
     # -- CallLine ---------------------------------------------------------------------------------
 
     @property
     def ended_by_us(self) -> bool:
         return self._by_us
+
+    def agent_line(self, sip: Any) -> Any:
+        """How warm transfers reach agents from this line: dialled over SIP (``sip``, a
+        ``SipAgentLine``), bridged by the IVR (``voice.transports.carrier.bridge``)."""
+        from voice.transports.carrier.bridge import StreamAgentLine
+
+        return StreamAgentLine(sip)
 
     async def answer(self) -> int | None:
         return None if self.ended.is_set() else RATE
@@ -171,6 +182,8 @@ class TwilioStreamLine:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._marks_done.set()
+            if self.bridge is not None:
+                self.bridge.stop()
             await self._close(CLOSE_NORMAL, "stream stopped" if self.stop_reason == "stop"
                               else "call ended")
 
@@ -242,8 +255,11 @@ class TwilioStreamLine:
             del self._pending[:step]
             if len(self._inbox) == self._inbox.maxlen:
                 self.frames_dropped += 1
-            self._inbox.append(mulaw_decode(chunk).tobytes())
+            pcm = mulaw_decode(chunk).tobytes()
+            self._inbox.append(pcm)
             self.frames_in += 1
+            if self.on_caller_frame is not None:
+                self.on_caller_frame(pcm)
         if self._inbox:
             self._ready.set()
 
