@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from loguru import logger
@@ -26,9 +27,20 @@ from loguru import logger
 from voice.audio import StreamResampler
 
 if TYPE_CHECKING:
-    from voice.transports.carrier.line import TwilioStreamLine
     from voice.transports.sip.line import SipAgentLeg, SipAgentLine
     from voice.transports.sip.media import BridgePort
+
+
+class StreamCaller(Protocol):
+    """What the bridge needs of a stream line (``TwilioStreamLine``)."""
+
+    name: str
+    rate: int
+    frame_bytes: int
+    on_caller_frame: Callable[[bytes], None] | None
+    bridge: Any
+
+    def play_from(self, source: Callable[[], bytes | None] | None) -> None: ...
 
 QUEUE_FRAMES = 10  # 200 ms each way; beyond it the oldest frames are dropped (clock drift)
 
@@ -36,7 +48,7 @@ QUEUE_FRAMES = 10  # 200 ms each way; beyond it the oldest frames are dropped (c
 class AgentBridge:
     """Audio both ways between a stream caller and an agent's PJSIP leg, until either ends."""
 
-    def __init__(self, line: TwilioStreamLine, port: BridgePort) -> None:
+    def __init__(self, line: StreamCaller, port: BridgePort) -> None:
         self.line = line
         self.port = port
         self._to_agent: deque[bytes] = deque(maxlen=QUEUE_FRAMES)
@@ -109,7 +121,7 @@ class StreamAgentLine:
     async def dial(self, uri: str, headers: dict[str, str]) -> SipAgentLeg:
         return await self.sip.dial(uri, headers)
 
-    async def bridge(self, caller: TwilioStreamLine, agent: SipAgentLeg) -> None:
+    async def bridge(self, caller: StreamCaller, agent: SipAgentLeg) -> None:
         port = agent.leg.port
         if port is None:
             raise RuntimeError("the agent's leg has no audio")
@@ -119,6 +131,6 @@ class StreamAgentLine:
         logger.info(f"{caller.name}: bridged to the agent through the IVR "
                     f"({caller.rate} Hz stream <-> {port.rate} Hz PJSIP port)")
 
-    async def refer(self, caller: TwilioStreamLine, agent: SipAgentLeg, timeout_s: float) -> bool:
+    async def refer(self, caller: StreamCaller, agent: SipAgentLeg, timeout_s: float) -> bool:
         """No SIP dialog with a stream caller to REFER: always bridged."""
         return False
