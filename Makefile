@@ -13,7 +13,7 @@ WHEELS := $(HOME)/.cache/voice-ivr/wheels
 # espeak-ng speaks the card numbers of the PCI test (a second voice beside Piper).
 APT_PACKAGES := sip-tester chromium chromium-driver espeak-ng
 
-.PHONY: setup demo test test-fast bench system-deps clean
+.PHONY: setup demo test test-fast bench gate system-deps clean
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -48,6 +48,11 @@ test: setup
 # While iterating: skip the real-time end-to-end tests.
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'
+
+# The spoken regression gate on the shipped cohort: the working tree's flow bundle against the
+# promoted one (or itself); exit 1 on a regression (docs: README, "Flow versions").
+gate: setup
+	$(IVR) eval cohorts/retail_billing
 
 bench: setup
 	$(PY) -m bench.latency
