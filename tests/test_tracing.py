@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from intents.dialogue.simple import EchoTurnHandler
 from models.registry import shared_registry
 from voice.app.call import Call
 from voice.app.callstore import CallStore
-from voice.app.journey import customer_id
+from voice.app.journey import customer_id, summarize
 from voice.app.settings import TracingSettings
 from voice.app.tracing import Tracing, exporters_from_env, wanted
 from voice.audio import read_audio
@@ -200,3 +201,28 @@ def test_off_unless_the_otel_variables_ask():
         exporters_from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"})
     with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER"):
         exporters_from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
+
+
+def test_a_tool_the_keypad_triggers_is_a_child_of_the_call(tmp_path):
+    """Keyed digits are not a caller turn: what the turn manager opens through the API while
+    it answers them goes under the call's span, not into a trace of its own."""
+    from opentelemetry import trace
+
+    from voice.app.callstore import CallRecord
+
+    class KeyedCall:  # what a trace reads of a call: its row, no pipeline yet, no state
+        record = CallRecord(id="keyed", started_at=time.time(), caller_number=DEMO_PHONE)
+        session = None
+        state = None
+
+    memory = InMemorySpanExporter()
+    tracing = Tracing(TracingSettings(customer_key=KEY), [memory], batch=False)
+    call_trace = tracing.call(KeyedCall())
+    tracer = trace.get_tracer("intents.dialogue")  # as the turn manager opens its tool spans
+    with call_trace.keyed(), tracer.start_as_current_span("tool order_status"):
+        pass
+    call_trace.finish(summarize(None, "caller-hangup"))
+    tracing.close()
+    spans = {s.name: s for s in memory.get_finished_spans()}
+    assert spans["tool order_status"].parent.span_id == spans["call"].context.span_id
+    assert spans["call"].attributes["call.outcome"] == "abandoned"

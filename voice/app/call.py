@@ -68,7 +68,10 @@ class _Routed:
             reply = await self.offer.keyed(digits)
             if reply is not None:
                 return reply
-        return await self.inner.handle_dtmf(digits)
+        if self.trace is None:
+            return await self.inner.handle_dtmf(digits)
+        with self.trace.keyed():
+            return await self.inner.handle_dtmf(digits)
 
     async def end_call(self, reason: str) -> None:
         await self.inner.end_call(reason)

@@ -288,6 +288,16 @@ class CallTrace:
         finally:
             otel_context.detach(token)
 
+    @contextlib.contextmanager
+    def keyed(self) -> Iterator[None]:
+        """The call's span current while keyed digits are answered: a tool the keypad
+        triggers (a CRM lookup after '#') is a child of the call, not a trace of its own."""
+        token = otel_context.attach(self._parent)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
     def _turn_span(self, index: int) -> trace.Span:
         span = self._turns.get(index)
         if span is None:
