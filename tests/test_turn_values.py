@@ -10,7 +10,13 @@ import pytest
 from intents.dialogue.turns import Expect
 from voice.app.settings import TurnSettings
 from voice.endpointing import TurnEventKind as K
-from voice.endpointing import TurnSegmenter, ValueProgress, turn_wait, value_progress
+from voice.endpointing import (
+    TurnSegmenter,
+    ValueProgress,
+    implausible_gain,
+    turn_wait,
+    value_progress,
+)
 
 FRAME = 0.02
 WORDS = ["four", "five", "six", "seven", "one", "two"]
@@ -62,7 +68,7 @@ def test_six_digits_read_with_long_pauses_are_never_cut_before_the_sixth(seed):
     waited = ended[0].at_s - digit_ends[-1]
     confirm = max(settings.value_complete_silence_ms / 1000, settings.early_pause_ms / 1000 + asr_s)
     assert waited <= confirm + FRAME + 1e-9
-    assert waited < settings.digits_silence_ms / 1000 / 2
+    assert waited < settings.value_pause_ms / 1000 / 2
 
 
 def test_a_complete_value_ends_within_one_frame_of_the_confirming_silence():
@@ -86,7 +92,7 @@ def test_an_incomplete_value_keeps_listening_for_the_group_pause_allowance():
     events, digit_ends = read_out(settings, WORDS[:4], [0.5, 0.5, 0.5])  # four digits of six
     (ended,) = [e for e in events if e.kind == K.TURN_ENDED]
     waited = ended.at_s - digit_ends[-1]
-    assert waited == pytest.approx(settings.digits_silence_ms / 1000, abs=FRAME + 1e-9)
+    assert waited == pytest.approx(settings.value_pause_ms / 1000, abs=FRAME + 1e-9)
 
 
 def test_groups_read_with_a_long_pause_between_them_stay_one_turn():
@@ -131,7 +137,7 @@ def test_the_value_rule_wins_and_smart_turn_only_moves_a_complete_looking_senten
     s = TurnSettings()
     # An incomplete value keeps listening even if the audio sounds final.
     assert turn_wait("4 5 6.", s, Expect.DIGITS, 6, smart_turn_p=0.99).silence_ms == \
-        s.digits_silence_ms
+        s.value_pause_ms
     assert turn_wait("4 5 6 7 1 2", s, Expect.DIGITS, 6).rule == "value-complete"
     # Confident complete ends at the early pause; confident incomplete waits longer.
     assert turn_wait("Where is my order?", s, smart_turn_p=0.95).silence_ms == s.early_pause_ms
@@ -142,3 +148,25 @@ def test_the_value_rule_wins_and_smart_turn_only_moves_a_complete_looking_senten
     # A trailing "and" is incomplete whatever the model says.
     assert turn_wait("I want to check my order and", s, smart_turn_p=0.99).silence_ms == \
         s.incomplete_silence_ms
+
+
+def test_a_value_whisper_may_have_misheard_is_not_trusted_to_end_the_turn():
+    s = TurnSettings()
+    # A lone digit heard as a word, or Whisper looping on a short clip: keep listening.
+    assert turn_wait("Okay.", s, Expect.DIGITS, 6).rule == "value-unclear"
+    assert turn_wait("6, 8, 8, 8, 8, 8,", s, Expect.DIGITS, 6).rule == "value-unclear"
+    assert turn_wait("Take a, two, three, two, three, three", s, Expect.DIGITS, 6).silence_ms \
+        == s.value_pause_ms
+    # Six digits that do not continue the ones heard before in the turn.
+    assert turn_wait("2 3 2 3 3 3", s, Expect.DIGITS, 6, heard_before="6 8").rule == \
+        "value-unstable"
+    assert turn_wait("6 8 2 3 3 1", s, Expect.DIGITS, 6, heard_before="6 8").rule == \
+        "value-complete"
+    # A transcript that once gained more digits than the speech could hold.
+    assert implausible_gain("2 5 5 5 3", "2 5", 0.4, s)
+    assert not implausible_gain("2 5 6 3", "2 5", 0.8, s)
+    assert not implausible_gain("4 5 6", None, 0.9, s)  # a group read in one breath
+    assert turn_wait("2 5 5 5 3 4", s, Expect.DIGITS, 6, suspect=True).rule == \
+        "value-implausible"
+    # Without an expected value, a short answer is just a short answer.
+    assert turn_wait("Okay.", s).silence_ms == s.confirm_silence_ms

@@ -208,13 +208,17 @@ def value_progress(text: str, expect: Expect, length: int | None = None,
     ``length`` is the number of digits of an expected number (the order number's, from the
     menu); without it a digit string is never known to be complete.
     """
+    if _hallucinated(text):
+        return ValueProgress.NONE
     if expect == Expect.DIGITS:
         digits = digit_string(text)
         if not digits:
             return ValueProgress.NONE
         if length is None:
             return ValueProgress.NONE
-        return ValueProgress.COMPLETE if len(digits) >= length else ValueProgress.INCOMPLETE
+        # More digits than the value has is no valid value either: Whisper repeats itself on
+        # short clips ("two, three, two, three, ..." for "four four two three").
+        return ValueProgress.COMPLETE if len(digits) == length else ValueProgress.INCOMPLETE
     if expect == Expect.CARD:
         digits = digit_string(text)
         if not digits:
@@ -234,6 +238,38 @@ def value_progress(text: str, expect: Expect, length: int | None = None,
     return ValueProgress.NONE
 
 
+def _hallucinated(text: str) -> bool:
+    """Whisper's loop on a short clip of a phone line: the same word four times running, or the
+    same two or three words three times ("6, 8, 8, 8, 8, 8", "two, three, two, three, two,
+    three"). A caller reading "8 8 8 8" is then only kept waiting for the pause allowance."""
+    words = [w.strip(".,!?;:-\"'").lower() for w in text.split()]
+    words = [w for w in words if w]
+    for n, times in ((1, 4), (2, 3), (3, 3)):
+        for end in range(n * times, len(words) + 1):
+            window = words[end - n * times: end]
+            if all(window[i] == window[i % n] for i in range(len(window))):
+                return True
+    return False
+
+
+def implausible_gain(text: str, before: str | None, new_speech_s: float,
+                     settings: TurnSettings) -> bool:
+    """The transcript gained more digits than ``new_speech_s`` voiced seconds since ``before``
+    could hold at ``min_digit_speech_ms`` a digit, one spare."""
+    gained = len(digit_string(text) or "") - len(digit_string(before or "") or "")
+    return gained > int(new_speech_s * 1000 / settings.min_digit_speech_ms) + 1
+
+
+def _continues(before: str | None, text: str) -> bool:
+    """The digits of ``text`` start with those heard before in the turn (or none were)."""
+    earlier = digit_string(before) if before else None
+    return not earlier or (digit_string(text) or "").startswith(earlier)
+
+
+_MAY_BE_MISHEARD_VALUE = {Expect.DIGITS: True, Expect.CARD: True, Expect.DATE: True}
+_MISHEARD_MAX_WORDS = 3
+
+
 @dataclass(frozen=True)
 class TurnWait:
     """The silence a turn needs before it ends, and the rule that chose it (for the record)."""
@@ -243,23 +279,38 @@ class TurnWait:
 
 
 def turn_wait(text: str, settings: TurnSettings, expect: Expect = Expect.ANYTHING,
-              length: int | None = None, smart_turn_p: float | None = None) -> TurnWait:
+              length: int | None = None, smart_turn_p: float | None = None,
+              heard_before: str | None = None, suspect: bool = False) -> TurnWait:
     """The fused end-of-turn rule at the early pause.
 
     1. An expected value decides alone: complete and valid ends after
-       ``value_complete_silence_ms``; incomplete keeps listening ``digits_silence_ms`` after each
-       digit group. Smart Turn is not asked: the end of a digit group sounds final.
+       ``value_complete_silence_ms``; incomplete keeps listening ``value_pause_ms`` after each
+       digit group. Smart Turn is not asked: the end of a digit group sounds final. A complete
+       number whose digits do not continue those of the turn's previous speculative transcript
+       (``heard_before``) is not trusted: Whisper rewrote what it heard, so it may be wrong now;
+       nor one of a turn in which a transcript once gained more digits than the caller had said
+       (``suspect``, see ``implausible_gain``: Whisper heard "6" as "5 5").
     2. Otherwise the transcript rule (``required_silence_ms``); where it finds the sentence
        complete, Smart Turn's probability may shorten the wait to nothing (confident complete) or
        lengthen it to ``incomplete_silence_ms`` (confident incomplete).
     """
     progress = value_progress(text, expect, length)
+    if progress == ValueProgress.COMPLETE and not _continues(heard_before, text):
+        return TurnWait(settings.value_pause_ms, "value-unstable")
+    if progress == ValueProgress.COMPLETE and suspect:
+        return TurnWait(settings.value_pause_ms, "value-implausible")
     if progress == ValueProgress.COMPLETE:
         return TurnWait(settings.value_complete_silence_ms, "value-complete")
     if progress == ValueProgress.INCOMPLETE:
-        return TurnWait(settings.digits_silence_ms, "value-incomplete")
+        return TurnWait(settings.value_pause_ms, "value-incomplete")
     if not text.strip():
         return TurnWait(settings.confirm_silence_ms, "no-words")
+    if _MAY_BE_MISHEARD_VALUE.get(expect, False) and (expect != Expect.DIGITS or length) and \
+            (len(text.split()) <= _MISHEARD_MAX_WORDS or _hallucinated(text)):
+        # A value is expected and a few words came back with none in them: on a phone line a
+        # lone digit is misheard as a word ("POD", "Okay."); waiting as for a digit group keeps
+        # a caller who is reading the number from being cut off after its first digits.
+        return TurnWait(settings.value_pause_ms, "value-unclear")
     wait = required_silence_ms(text, settings, expect_digits=expect == Expect.DIGITS)
     if wait != settings.confirm_silence_ms or smart_turn_p is None:
         return TurnWait(wait, "text")

@@ -47,8 +47,11 @@ class VadSettings(Section):
     use_webrtcvad: bool = Field(True, description="Run webrtcvad first; frames it calls silence "
                                 "skip Silero. Saves CPU per call; off makes Silero see every "
                                 "frame.")
-    webrtcvad_mode: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness. Higher "
-                                "rejects more line noise but clips soft word onsets.")
+    webrtcvad_mode: int = Field(1, ge=0, le=3, description="webrtcvad aggressiveness. Higher "
+                                "rejects more line noise but clips soft word onsets. At 2 the "
+                                "gate dropped 17 of 300 soft digits (FSDD over mu-law) before "
+                                "Silero heard them, cutting callers off mid-number; at 1 none "
+                                "(Silero still rejects the noise).")
     use_silero: bool = Field(True, description="Confirm speech with Silero. Off leaves webrtcvad "
                              "alone, which fires on noise and music.")
     silero_threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability above which "
@@ -76,14 +79,22 @@ class TurnSettings(Section):
     incomplete_silence_ms: int = Field(1000, description="Silence that ends a turn whose text "
                                        "trails off ('and', 'um', a comma).")
     digits_silence_ms: int = Field(1600, description="Silence that ends a turn ending in digits "
-                                   "while the flow expects a number read out in groups, and the "
-                                   "pause allowed after each digit group of an expected value "
-                                   "that is still incomplete (fewer digits than the flow's "
-                                   "length, a card failing Luhn).")
+                                   "while the flow expects a number read out in groups.")
+    value_pause_ms: int = Field(2400, description="Pause allowed after each digit group of an "
+                                "expected value that is still incomplete (fewer digits than the "
+                                "flow's length, a card failing Luhn) or unclear (a lone digit "
+                                "heard as a word). It covers the longest pause between groups "
+                                "(1 s) plus a soft digit the VAD misses and the pause after it; "
+                                "the false-cut-off test measures it. Only a caller who stops "
+                                "half-way waits this long.")
     value_complete_silence_ms: int = Field(160, description="Silence that ends a turn once the "
                                            "value the flow expects is complete and valid (the "
                                            "order number's length, a Luhn-valid card, a date, a "
                                            "yes or no). Nothing more is coming, so no long wait.")
+    min_digit_speech_ms: int = Field(250, description="Least voiced time one spoken digit "
+                                     "takes. A transcript that gained more digits than the new "
+                                     "speech could hold (one spare) is not trusted to complete "
+                                     "a value.")
     smart_turn: bool = Field(True, description="Run the Smart Turn v3.2 model (pipecat's bundled "
                              "ONNX, CPU) on the turn's audio at the early pause, beside the "
                              "transcript rule: a confident 'complete' ends a complete-looking "

@@ -34,7 +34,14 @@ from intents.redaction import keypad_only, redact
 from voice.asr import Transcript
 from voice.audio import ASR_SAMPLE_RATE, StreamResampler
 from voice.dtmf import DtmfDetector
-from voice.endpointing import TurnEvent, TurnEventKind, TurnSegmenter, TurnWait, turn_wait
+from voice.endpointing import (
+    TurnEvent,
+    TurnEventKind,
+    TurnSegmenter,
+    TurnWait,
+    implausible_gain,
+    turn_wait,
+)
 from voice.pipeline.context import CallContext
 from voice.pipeline.frames import CallerTurnFrame, ExpectFrame, ResumeReplyFrame, SayFrame
 from voice.pipeline.records import TurnRecord, TurnTimes
@@ -94,6 +101,9 @@ class ListenStage(FrameProcessor):
         self._asr_task: asyncio.Task | None = None
         self._asr_generation = 0
         self._speculative: _Speculation | None = None
+        self._heard_before: str | None = None  # the turn's previous speculative transcript
+        self._speech_s_before = 0.0  # voiced seconds of the turn when it was taken
+        self._value_suspect = False  # a transcript of this turn gained implausibly many digits
         self._barged = False
         self._turn_index = 0
         self._asr_overruns = 0
@@ -169,6 +179,8 @@ class ListenStage(FrameProcessor):
         logger.debug(f"{self.session.call_id}: {event.kind} at {event.at_s:.2f}s")
         if event.kind == TurnEventKind.SPEECH_STARTED:
             self._speculative = None
+            self._heard_before, self._speech_s_before = None, 0.0
+            self._value_suspect = False
         elif event.kind == TurnEventKind.EARLY_PAUSE:
             self._start_asr(event)
         elif event.kind == TurnEventKind.SPEECH_RESUMED:
@@ -193,7 +205,9 @@ class ListenStage(FrameProcessor):
         # Smart Turn hears the pause too (as pipecat feeds it), up to this frame.
         heard = np.concatenate(self._turn_audio) if self._turn_audio else audio
         started = time.perf_counter()
-        self._asr_task = self.create_task(self._run_asr(generation, audio, heard, started),
+        speech_s = self.segmenter.speech_s
+        self._asr_task = self.create_task(self._run_asr(generation, audio, heard, started,
+                                                        speech_s),
                                           name=f"{self.session.call_id}-asr-{generation}")
 
     def _asks_smart_turn(self) -> bool:
@@ -201,7 +215,7 @@ class ListenStage(FrameProcessor):
         return self.smart_turn is not None and self.expect in (Expect.ANYTHING, Expect.YES_NO)
 
     async def _run_asr(self, generation: int, audio: np.ndarray, heard: np.ndarray,
-                       started: float) -> None:
+                       started: float, speech_s: float) -> None:
         smart_p = smart_ms = None
         if self._asks_smart_turn():
             transcript, (smart_p, smart_ms) = await asyncio.gather(
@@ -210,12 +224,17 @@ class ListenStage(FrameProcessor):
             transcript = await self.session.transcribe(audio)
         if generation != self._asr_generation or self.asr_paused:
             return  # the caller went on talking, or a keypad entry began: no text from it
-        wait = turn_wait(transcript.text, self.session.settings.turn, self.expect,
-                         self.expect_length, smart_p)
+        turn = self.session.settings.turn
+        self._value_suspect |= implausible_gain(transcript.text, self._heard_before,
+                                                speech_s - self._speech_s_before, turn)
+        wait = turn_wait(transcript.text, turn, self.expect, self.expect_length, smart_p,
+                         self._heard_before, self._value_suspect)
+        self._heard_before, self._speech_s_before = transcript.text, speech_s
         self._speculative = _Speculation(generation, transcript, started, time.perf_counter(),
                                          wait, smart_p, smart_ms)
         logger.debug(f"{self.session.call_id}: heard {redact(transcript.text)!r} in "
-                     f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait.silence_ms:.0f} "
+                     f"{transcript.elapsed_ms:.0f} ms (logprob {transcript.avg_logprob:.2f}); "
+                     f"end of turn after {wait.silence_ms:.0f} "
                      f"ms silence ({wait.rule}, smart turn {smart_p})")
         for ended in self.segmenter.set_required_silence(wait.silence_ms, self.stream_s):
             await self._on_turn_event(ended)
