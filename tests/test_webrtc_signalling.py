@@ -217,3 +217,13 @@ def test_audio_problem_reads_chromes_offer_shape():
     assert audio_problem(chrome) is None
     assert "no active Opus" in audio_problem(chrome.replace("m=audio 9", "m=audio 0"))
     assert "no active Opus" in audio_problem(chrome.replace("a=sendrecv", "a=inactive"))
+
+
+async def test_the_callers_audio_waits_one_packet_in_aiortcs_jitter_buffer_not_four(server):
+    """aiortc has no setting for it: the receiver's buffer is replaced (and a change in aiortc's
+    internals would show here, and in the log, rather than silently cost 60 ms a turn)."""
+    response = await server.offer(await make_offer(), await server.token())
+    assert response.status_code == 200
+    [line] = server.lines
+    receiver = next(t.receiver for t in line.pc.getTransceivers() if t.kind == "audio")
+    assert receiver._RTCRtpReceiver__jitter_buffer._prefetch == 1

@@ -334,6 +334,9 @@ class WebRtcSettings(Section):
                                    "long ends the call (a peer that vanished without closing; "
                                    "ICE consent alone takes about 30 s to fail).")
     max_offer_bytes: int = Field(20000, ge=1000, description="Larger SDP offers are refused.")
+    jitter_prefetch_frames: int = Field(1, ge=1, le=8, description="Caller packets aiortc holds "
+                                        "before decoding the oldest. aiortc's own is 4 (80 ms "
+                                        "at 20 ms packets); 1 suits loopback and a LAN.")
 
 
 class ServerSettings(Section):

@@ -28,6 +28,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.jitterbuffer import JitterBuffer
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from loguru import logger
@@ -73,6 +74,18 @@ def audio_problem(sdp: str) -> str | None:
     return "the offer's audio has no active Opus stream"
 
 
+def shorten_jitter_buffer(receiver: Any, prefetch: int) -> None:
+    """aiortc holds 4 audio packets (80 ms) before it decodes one and offers no setting for it;
+    the receiver's buffer is replaced before any packet arrives. If aiortc's internals change,
+    its default stays and this says so."""
+    attribute = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, attribute, None)
+    if not isinstance(current, JitterBuffer):
+        logger.warning("webrtc: aiortc's jitter buffer not found; keeping its default prefetch")
+        return
+    setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=prefetch))
+
+
 class WebRtcGateway:
     """Turns accepted offers into calls. ``start_call`` and ``can_accept`` are
     ``IvrServer``'s; ``start_call`` returns the ``Call`` (its turn hooks feed the page)."""
@@ -107,6 +120,7 @@ class WebRtcGateway:
             if not audio:
                 raise ValueError("no audio transceiver")
             transceiver = audio[0]
+            shorten_jitter_buffer(transceiver.receiver, self.settings.jitter_prefetch_frames)
             opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs
                     if c.mimeType.lower() == "audio/opus"]
             transceiver.setCodecPreferences(opus)
