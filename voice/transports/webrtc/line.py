@@ -51,6 +51,8 @@ class ReplyTrack(MediaStreamTrack):
         self.silence = bytes(self.samples * 2)
         self.frames_out = 0
         self.frames_short = 0
+        self.frames_late = 0  # frames handed to aiortc over a frame late (a busy event loop)
+        self.late_max_s = 0.0
         self._start: float | None = None
         self._pts = 0
 
@@ -61,9 +63,14 @@ class ReplyTrack(MediaStreamTrack):
             self._start = time.monotonic()
         else:
             self._pts += self.samples
-            wait = self._start + self._pts / RATE - time.monotonic()
+            due = self._start + self._pts / RATE
+            wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            late = time.monotonic() - due
+            if late > self.frame_s:
+                self.frames_late += 1
+            self.late_max_s = max(self.late_max_s, late)
         source = self.source
         pcm = source() if source is not None else None
         if pcm is None or len(pcm) != len(self.silence):
@@ -273,5 +280,7 @@ class WebRtcCallLine:
     def end_details(self) -> dict[str, Any]:
         return {"frames": {"frames_in": self.frames_in, "frames_out": self.reply.frames_out,
                            "frames_dropped": self.frames_dropped,
-                           "frames_short": self.reply.frames_short},
+                           "frames_short": self.reply.frames_short,
+                           "frames_late": self.reply.frames_late,
+                           "late_max_ms": round(self.reply.late_max_s * 1000, 1)},
                 "webrtc_end": self.end_cause}
