@@ -131,14 +131,19 @@ async def page_state(page: Any) -> BrowserCall:
 
 
 async def place_call(http_port: int, key: str, capture: Path, *, turns: int,
-                     timeout_s: float = 60.0, hang_up: bool = True,
+                     timeout_s: float = 60.0, hang_up: bool = True, min_s: float = 0.0,
                      screenshot: Path | None = None) -> BrowserCall:
-    """Call, wait until ``turns`` turns were reported and their replies were heard (or the
-    timeout), optionally take a screenshot, hang up, and return what the page saw."""
+    """Call, wait at least ``min_s`` and until ``turns`` turns were reported and their replies
+    were heard (or the timeout), optionally take a screenshot, hang up, and return what the
+    page saw."""
     async with call_page(http_port, key, capture) as (page, _browser):
         await page.click("#call")
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
         while time.monotonic() < deadline:
+            if time.monotonic() - started < min_s:
+                await asyncio.sleep(0.25)
+                continue
             done = await page.evaluate(
                 f"() => ivrCall.turns.length >= {turns} && !ivrCall.replyPlaying "
                 "|| ['failed', 'ended'].includes(ivrCall.status)")
