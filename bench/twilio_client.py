@@ -98,6 +98,8 @@ class TwilioStream:
         self.seq = 0
         self.chunk = 0
         self.t0: float | None = None  # when the first media frame was sent
+        self._clock = 0.0  # when the next frame is due, seconds after t0
+        self.sent: list[tuple[float, float]] = []  # (due, sent) of every media frame
         self.received = Received()
         self._play_end = 0.0  # when our (Twilio's) buffer will have played everything
         self._pending_marks: list[tuple[float, str]] = []
@@ -144,25 +146,35 @@ class TwilioStream:
                           "timestamp": str((self.chunk - 1) * 20),
                           "payload": base64.b64encode(ulaw).decode()}}
 
-    async def play(self, pcm: np.ndarray, *, dtmf: dict[float, str] | None = None,
-                   speak_at: dict[float, np.ndarray] | None = None) -> None:
-        """Send ``pcm`` (int16, 8 kHz) in real time, 20 ms per message; ``dtmf`` keys at
-        seconds into it."""
+    async def play(self, pcm: np.ndarray, *, dtmf: dict[float, str] | None = None) -> None:
+        """Send ``pcm`` (int16, 8 kHz) in real time, 20 ms per message, continuing the stream's
+        clock from the previous call; ``dtmf`` keys at seconds into it."""
         keys = sorted((dtmf or {}).items())
         if self.t0 is None:
             self.t0 = time.perf_counter()
-        begin = self.now()
+        if self.now() - self._clock > 0.1:
+            self._clock = self.now()  # the caller paused between plays: the clock restarts
         for i in range(0, len(pcm), FRAME):
             frame = pcm[i:i + FRAME]
             if len(frame) < FRAME:
                 frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
-            at = begin + i / RATE
             while keys and keys[0][0] <= i / RATE:
                 await self.dtmf(keys.pop(0)[1])
+            at = self._clock
             await asyncio.sleep(max(0.0, at - self.now()))
             if self.closed.is_set():
                 return
             await self.send(self.media(mulaw_encode(frame)))
+            self.sent.append((at, self.now()))
+            self._clock += FRAME / RATE
+
+    def sent_late_s(self, t: float) -> float:
+        """How late the frame holding second ``t`` of the stream left, against its schedule
+        (a busy machine delays the sender; latency counts from when speech really left)."""
+        for nominal, actual in self.sent:
+            if nominal <= t < nominal + FRAME / RATE:
+                return actual - nominal
+        return 0.0
 
     async def dtmf(self, digit: str) -> None:
         await self.send({"event": "dtmf", "streamSid": self.stream_sid,
