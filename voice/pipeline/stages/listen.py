@@ -216,28 +216,43 @@ class ListenStage(FrameProcessor):
 
     async def _run_asr(self, generation: int, audio: np.ndarray, heard: np.ndarray,
                        started: float, speech_s: float) -> None:
-        smart_p = smart_ms = None
-        if self._asks_smart_turn():
-            transcript, (smart_p, smart_ms) = await asyncio.gather(
-                self.session.transcribe(audio), self.smart_turn.predict(heard))
-        else:
-            transcript = await self.session.transcribe(audio)
+        # Smart Turn runs beside ASR but never holds the decision up: when the transcript comes
+        # first, the transcript rule stands until the model's answer may shorten the wait.
+        smart = asyncio.ensure_future(self.smart_turn.predict(heard)) \
+            if self._asks_smart_turn() else None
+        transcript = await self.session.transcribe(audio)
         if generation != self._asr_generation or self.asr_paused:
             return  # the caller went on talking, or a keypad entry began: no text from it
+        smart_p = smart_ms = None
+        if smart is not None and smart.done():
+            smart_p, smart_ms = smart.result()
         turn = self.session.settings.turn
         self._value_suspect |= implausible_gain(transcript.text, self._heard_before,
                                                 speech_s - self._speech_s_before, turn)
+        heard_before, self._heard_before = self._heard_before, transcript.text
+        self._speech_s_before = speech_s
         wait = turn_wait(transcript.text, turn, self.expect, self.expect_length, smart_p,
-                         self._heard_before, self._value_suspect)
-        self._heard_before, self._speech_s_before = transcript.text, speech_s
-        self._speculative = _Speculation(generation, transcript, started, time.perf_counter(),
-                                         wait, smart_p, smart_ms)
+                         heard_before, self._value_suspect)
+        speculation = _Speculation(generation, transcript, started, time.perf_counter(), wait,
+                                   smart_p, smart_ms)
+        self._speculative = speculation
         logger.debug(f"{self.session.call_id}: heard {redact(transcript.text)!r} in "
-                     f"{transcript.elapsed_ms:.0f} ms (logprob {transcript.avg_logprob:.2f}); "
-                     f"end of turn after {wait.silence_ms:.0f} "
+                     f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait.silence_ms:.0f} "
                      f"ms silence ({wait.rule}, smart turn {smart_p})")
         for ended in self.segmenter.set_required_silence(wait.silence_ms, self.stream_s):
             await self._on_turn_event(ended)
+        if smart is None or smart_p is not None:
+            return
+        smart_p, smart_ms = await smart
+        if self._speculative is not speculation or generation != self._asr_generation:
+            return  # the turn ended on the transcript rule, or the caller went on
+        speculation.smart_turn_p, speculation.smart_turn_ms = smart_p, smart_ms
+        fused = turn_wait(transcript.text, turn, self.expect, self.expect_length, smart_p,
+                          heard_before, self._value_suspect)
+        if fused.silence_ms < wait.silence_ms:
+            speculation.wait = fused
+            for ended in self.segmenter.set_required_silence(fused.silence_ms, self.stream_s):
+                await self._on_turn_event(ended)
 
     async def _end_turn(self, event: TurnEvent) -> None:
         if self.asr_paused:
