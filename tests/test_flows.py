@@ -212,3 +212,6 @@ def test_scoring_counts_each_rate_and_the_gate_names_the_calls_that_changed(tmp_
     assert "task_completion fell from 100.0% to 50.0% (tolerance 3.0%)" in verdict.regressions
     assert [c["id"] for c in verdict.changed] == ["hours"] and verdict.changed[0]["got_worse"]
     assert "intent out_of_scope" in verdict.changed[0]["candidate"]
+    # A call a rerun did not reproduce is left out of both sides, and named.
+    shaky = compare(calls, good, bad, Tolerances(), unstable={"hours"})
+    assert shaky.passed and shaky.unstable == ["hours"] and shaky.changed == []

@@ -35,10 +35,12 @@ class Tolerances(BaseModel):
     escalation_accuracy: float = Field(0.03, ge=0, le=1)
     containment_self_service: float = Field(0.03, ge=0, le=1)
     tool_accuracy: float = Field(0.03, ge=0, le=1)
-    latency_p95_ratio: float | None = Field(2.0, gt=1, description="Candidate p95 wait above "
-                                            "baseline p95 times this fails; None: not gated. "
-                                            "Generous: both run on the same, possibly busy, "
-                                            "machine, one after the other.")
+    latency_p95_ratio: float | None = Field(None, gt=1, description="Candidate p95 wait "
+                                            "above baseline p95 times this fails; None: not "
+                                            "gated (the default: faster than real time the "
+                                            "waits are processing times, and on a shared "
+                                            "machine they follow its load more than the "
+                                            "flow). Set it on a dedicated runner.")
     min_task_completion: float | None = Field(None, ge=0, le=1, description="An absolute floor "
                                               "for the candidate, whatever the baseline did.")
 
@@ -147,17 +149,31 @@ def describe(outcome: CallOutcome) -> str:
             + (f"; failed: {', '.join(failed)}" if failed else "; all checks met"))
 
 
+def outcome_key(o: CallOutcome) -> tuple:
+    """What must be equal for two runs of a call to count as the same result."""
+    return (o.completed, o.intent, o.route, o.outcome,
+            [(t["name"], sorted(t["args"].items())) for t in o.tools])
+
+
 @dataclass
 class Verdict:
     passed: bool
     regressions: list[str]  # why the gate failed, one line each
     changed: list[dict[str, Any]]  # calls whose result differs: id, baseline, candidate
+    unstable: list[str] = field(default_factory=list)  # left out: a rerun disagreed
 
 
 def compare(calls: list[CohortCall], baseline: dict[str, CallOutcome],
-            candidate: dict[str, CallOutcome], tolerances: Tolerances) -> Verdict:
+            candidate: dict[str, CallOutcome], tolerances: Tolerances,
+            unstable: set[str] | frozenset[str] = frozenset()) -> Verdict:
     """Whether ``candidate`` regresses from ``baseline`` beyond ``tolerances``, and which calls
-    changed (completion, intent, route, outcome or tool calls) and how."""
+    changed (completion, intent, route, outcome or tool calls) and how.
+
+    ``unstable`` calls (whose result a rerun of the same bundle did not reproduce) are left out
+    of both sides: the pipeline's segmentation of a noisy recording can vary from run to run,
+    and a gate must not fail, or pass, on that."""
+    unstable_calls = [c.id for c in calls if c.id in unstable]
+    calls = [c for c in calls if c.id not in unstable]
     base, cand = metrics(calls, baseline), metrics(calls, candidate)
     regressions = []
     for rate in RATES:
@@ -180,10 +196,9 @@ def compare(calls: list[CohortCall], baseline: dict[str, CallOutcome],
         b, c = baseline.get(call.id), candidate.get(call.id)
         if b is None or c is None:
             continue
-        key = lambda o: (o.completed, o.intent, o.route, o.outcome,  # noqa: E731
-                         [(t["name"], t["args"]) for t in o.tools])
-        if key(b) != key(c):
+        if outcome_key(b) != outcome_key(c):
             changed.append({"id": call.id, "line": call.line,
                             "got_worse": b.completed and not c.completed,
                             "baseline": describe(b), "candidate": describe(c)})
-    return Verdict(passed=not regressions, regressions=regressions, changed=changed)
+    return Verdict(passed=not regressions, regressions=regressions, changed=changed,
+                   unstable=unstable_calls)

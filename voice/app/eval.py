@@ -9,7 +9,10 @@ processing times, not what a caller would hear; ``realtime=True`` measures those
 of the cohort's full duration.
 
 Two bundles with the same content digest behave alike on the same code: the cohort then runs
-once and serves as both.
+once and serves as both. The pipeline is not bit-for-bit repeatable on noisy audio (where it cuts
+a turn can move by a frame with thread timing, and Whisper then hears other words), so every
+call that changed is rerun on both bundles, and one whose rerun does not reproduce its result is
+left out of the comparison and reported as unstable.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from loguru import logger
 from intents.config import OUT_OF_SCOPE
 from intents.flows.bundle import FlowBundle
 from intents.flows.cohort import CONTAINED, Cohort, CohortCall, CohortError
-from intents.flows.scoring import CallOutcome, Tolerances, Verdict, check_call, compare
+from intents.flows.scoring import (
+    CallOutcome,
+    Tolerances,
+    Verdict,
+    check_call,
+    compare,
+    outcome_key,
+)
 from intents.flows.scoring import metrics as cohort_metrics
 from intents.flows.scoring import per_intent as intent_metrics
 from voice.app.call import Call
@@ -189,27 +199,53 @@ def evaluate(cohort: Cohort, candidate: FlowBundle, baseline: FlowBundle,
         run_settings.call.crm_url = demo_crm_url(Path(tmp))
         run_settings.call.handler = "manager"
         runs: dict[str, BundleRun] = {}
-        for name, bundle in (("candidate", candidate), ("baseline", baseline)):
-            if name == "baseline" and bundle.digest == candidate.digest:
-                runs[name] = BundleRun(bundle, runs["candidate"].outcomes, 0.0, "candidate")
-                continue
-            t0 = time.perf_counter()
-            factory = HandlerFactory(run_settings, bundle)
-            try:
-                outcomes = asyncio.run(run_bundle(prepared, factory, run_settings,
+        factories: dict[str, HandlerFactory] = {}
+        try:
+            for name, bundle in (("candidate", candidate), ("baseline", baseline)):
+                if name == "baseline" and bundle.digest == candidate.digest:
+                    runs[name] = BundleRun(bundle, runs["candidate"].outcomes, 0.0, "candidate")
+                    continue
+                t0 = time.perf_counter()
+                factories[name] = HandlerFactory(run_settings, bundle)
+                outcomes = asyncio.run(run_bundle(prepared, factories[name], run_settings,
                                                   realtime=realtime, jobs=jobs,
                                                   progress=progress))
-            finally:
+                runs[name] = BundleRun(bundle, outcomes, time.perf_counter() - t0)
+            first = compare(cohort.calls, runs["baseline"].outcomes,
+                            runs["candidate"].outcomes, tolerances)
+            unstable = set()
+            if first.changed and "baseline" in factories:
+                unstable = _unstable([c["id"] for c in first.changed], prepared, factories,
+                                     runs, run_settings, realtime, jobs)
+        finally:
+            for factory in factories.values():
                 factory.close()
-            runs[name] = BundleRun(bundle, outcomes, time.perf_counter() - t0)
     verdict = compare(cohort.calls, runs["baseline"].outcomes, runs["candidate"].outcomes,
-                      tolerances)
+                      tolerances, unstable)
     result = EvalResult(cohort, digest, runs["candidate"], runs["baseline"], verdict, realtime,
                         time.perf_counter() - started)
     result.report = report(result, tolerances)
     logger.info(f"ivr eval: {len(cohort.calls)} calls, {result.seconds:.0f} s, "
                 f"{'passed' if verdict.passed else 'FAILED'}")
     return result
+
+
+def _unstable(changed: list[str], prepared: list[PreparedCall],
+              factories: dict[str, HandlerFactory], runs: dict[str, BundleRun],
+              settings: IvrSettings, realtime: bool, jobs: int) -> set[str]:
+    """Rerun the calls that changed, on both bundles: a call whose rerun does not reproduce
+    its first result on either side is unstable (the pipeline segmented its noisy audio
+    differently, and Whisper heard something else), not evidence about the flow."""
+    again = [p for p in prepared if p.call.id in changed]
+    unstable = set()
+    for name, factory in factories.items():
+        rerun = asyncio.run(run_bundle(again, factory, settings, realtime=realtime, jobs=jobs))
+        unstable |= {cid for cid, o in rerun.items()
+                     if outcome_key(o) != outcome_key(runs[name].outcomes[cid])}
+    if unstable:
+        logger.info(f"ivr eval: {len(unstable)} changed call(s) did not reproduce on a rerun "
+                    f"and are left out: {', '.join(sorted(unstable))}")
+    return unstable
 
 
 def report(result: EvalResult, tolerances: Tolerances) -> dict[str, Any]:
@@ -227,6 +263,7 @@ def report(result: EvalResult, tolerances: Tolerances) -> dict[str, Any]:
             "processing times, not what a caller hears (run with --realtime for those)",
             "seconds": round(result.seconds, 1), "passed": result.verdict.passed,
             "regressions": result.verdict.regressions, "changed": result.verdict.changed,
+            "unstable": result.verdict.unstable,
             "tolerances": tolerances.model_dump(),
             "candidate": side(result.candidate), "baseline": side(result.baseline)}
 
@@ -266,6 +303,8 @@ def render(report: dict[str, Any]) -> str:
             failed = [k for k, ok in c["checks"].items() if not ok]
             lines.append(f"  {cid}: {c['error'] or 'failed ' + ', '.join(failed)}; heard "
                          f"{c['heard']}")
+    if report.get("unstable"):
+        lines += ["", f"left out, a rerun did not reproduce them: {', '.join(report['unstable'])}"]
     if report["changed"]:
         lines += ["", f"calls that changed ({len(report['changed'])}):"]
         for change in report["changed"]:
