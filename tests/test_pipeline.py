@@ -135,7 +135,8 @@ async def test_a_monologue_is_cut_into_turns_and_nothing_is_lost(settings):
     monologue = np.concatenate(speech * 3)
     long_settings = settings.model_copy(update={"turn": settings.turn.model_copy(
         update={"confirm_silence_ms": 2000, "incomplete_silence_ms": 2000,
-                "digits_silence_ms": 2000, "max_turn_s": 20.0})})
+                "digits_silence_ms": 2000, "max_turn_s": 20.0,
+                "smart_turn": False})})  # no early end at a pause Smart Turn calls final
     result = await simulate_call(AudioChunk(monologue, 8000), long_settings, realtime=False)
     assert len(result.turns) >= 3
     assert any(t.forced for t in result.turns)

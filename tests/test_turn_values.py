@@ -140,7 +140,8 @@ def test_the_value_rule_wins_and_smart_turn_only_moves_a_complete_looking_senten
         s.value_pause_ms
     assert turn_wait("4 5 6 7 1 2", s, Expect.DIGITS, 6).rule == "value-complete"
     # Confident complete ends at the early pause; confident incomplete waits longer.
-    assert turn_wait("Where is my order?", s, smart_turn_p=0.95).silence_ms == s.early_pause_ms
+    assert turn_wait("Where is my order?", s, smart_turn_p=0.95).silence_ms == \
+        s.smart_turn_silence_ms < s.confirm_silence_ms
     assert turn_wait("Where is my order?", s, smart_turn_p=0.05).silence_ms == \
         s.confirm_silence_ms  # by default "incomplete" never lengthens the wait
     wary = TurnSettings(smart_turn_incomplete=0.15)

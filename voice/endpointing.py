@@ -291,8 +291,8 @@ def turn_wait(text: str, settings: TurnSettings, expect: Expect = Expect.ANYTHIN
        nor one of a turn in which a transcript once gained more digits than the caller had said
        (``suspect``, see ``implausible_gain``: Whisper heard "6" as "5 5").
     2. Otherwise the transcript rule (``required_silence_ms``); where it finds the sentence
-       complete, Smart Turn's probability may shorten the wait to nothing (confident complete) or
-       lengthen it to ``incomplete_silence_ms`` (confident incomplete).
+       complete, Smart Turn's probability may shorten the wait to ``smart_turn_silence_ms``
+       (confident complete) or lengthen it to ``incomplete_silence_ms`` (confident incomplete).
     """
     progress = value_progress(text, expect, length)
     if progress == ValueProgress.COMPLETE and not _continues(heard_before, text):
@@ -315,7 +315,8 @@ def turn_wait(text: str, settings: TurnSettings, expect: Expect = Expect.ANYTHIN
     if wait != settings.confirm_silence_ms or smart_turn_p is None:
         return TurnWait(wait, "text")
     if smart_turn_p >= settings.smart_turn_complete:
-        return TurnWait(settings.early_pause_ms, "smart-turn-complete")
+        return TurnWait(max(settings.early_pause_ms, settings.smart_turn_silence_ms),
+                        "smart-turn-complete")
     if smart_turn_p < settings.smart_turn_incomplete:
         return TurnWait(settings.incomplete_silence_ms, "smart-turn-incomplete")
     return TurnWait(wait, "text")

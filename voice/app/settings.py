@@ -102,8 +102,13 @@ class TurnSettings(Section):
                              "'and'. Expected values are judged by the value rule alone.")
     smart_turn_model_path: str | None = Field(None, description="Smart Turn ONNX file; None: "
                                               "the one inside the pipecat-ai wheel.")
-    smart_turn_complete: float = Field(0.6, gt=0, lt=1, description="Probability at or above "
-                                       "which Smart Turn's 'complete' ends the turn at once.")
+    smart_turn_complete: float = Field(0.8, gt=0, lt=1, description="Probability at or above "
+                                       "which Smart Turn's 'complete' ends the turn after "
+                                       "smart_turn_silence_ms.")
+    smart_turn_silence_ms: int = Field(200, description="Silence that ends a turn Smart Turn "
+                                       "is confident is complete (pipecat's own VAD stop time). "
+                                       "At the bare early pause it cut 'Hi, I'd like...' after "
+                                       "'Hi'.")
     smart_turn_incomplete: float = Field(0.0, ge=0, lt=1, description="Probability below "
                                          "which the turn waits incomplete_silence_ms. 0: never "
                                          "(the bench's read sentences over G.711 scored below "
