@@ -31,6 +31,7 @@ from loguru import logger
 
 from voice.app.settings import WebRtcSettings
 from voice.transports.base import AudioSource, LineEvent, LineEventKind, LineInfo
+from voice.transports.webrtc.media_loop import MediaLoop, media_loop
 
 RATE = 16000  # the pipeline's rate; Opus itself runs at 48 kHz
 INBOX_FRAMES = 50  # caller frames queued for the pipeline (1 s); older ones are dropped
@@ -91,9 +92,12 @@ class WebRtcCallLine:
     """One browser call. Built by the signalling router once the offer is accepted; the call
     core then answers it like any other line."""
 
-    def __init__(self, pc: RTCPeerConnection, settings: WebRtcSettings, info: LineInfo,
-                 frame_ms: int = 20) -> None:
-        self.pc = pc
+    def __init__(self, settings: WebRtcSettings, info: LineInfo, frame_ms: int = 20,
+                 media: MediaLoop | None = None) -> None:
+        self.pc: RTCPeerConnection | None = None  # set on the media loop (``bind``)
+        self.media = media or media_loop()
+        self._main = asyncio.get_running_loop()  # the call core's loop
+        self._wake_pending = False
         self.settings = settings
         self.info = info
         self.ended = asyncio.Event()
@@ -109,7 +113,7 @@ class WebRtcCallLine:
         self._events: asyncio.Queue[LineEvent] = asyncio.Queue()
         self._pending = bytearray()
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        self._reader: asyncio.Task | None = None
+        self._reader: Any = None  # concurrent future of the read task on the media loop
         self.frames_in = 0
         self.frames_dropped = 0
         # A warm transfer bridges this line to a SIP agent in software, as a carrier stream's
@@ -118,18 +122,29 @@ class WebRtcCallLine:
         self.name = f"webrtc {info.external_id}"
         self.on_caller_frame: Callable[[bytes], None] | None = None
         self.bridge: Any = None
-        pc.on("connectionstatechange", self._state_changed)
-        pc.on("datachannel", self._channel_opened)
 
     # -- set up by the signalling router -----------------------------------------------------------
 
-    def take_track(self, track: MediaStreamTrack) -> None:
-        """The caller's audio track: read it until it ends or stops sending."""
-        self._reader = asyncio.create_task(self._read(track), name="webrtc-read")
+    def bind(self, pc: RTCPeerConnection) -> None:
+        """The peer connection (on the media loop, where its events arrive)."""
+        self.pc = pc
+        pc.on("connectionstatechange", self._state_changed)
+        pc.on("datachannel", self._channel_opened)
 
-    def _channel_opened(self, channel: Any) -> None:
+    def take_track(self, track: MediaStreamTrack) -> None:
+        """The caller's audio track: read it, on the media loop, until it ends or stops
+        sending."""
+        self._reader = self.media.spawn(self._read(track))
+
+    def _on_main(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._main.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the IVR's loop is closed: the process is stopping
+            pass
+
+    def _channel_opened(self, channel: Any) -> None:  # media loop
         self.channel = channel
-        channel.on("message", self._message)
+        channel.on("message", lambda message: self._on_main(self._message, message))
 
     def _message(self, message: Any) -> None:
         try:
@@ -141,18 +156,21 @@ class WebRtcCallLine:
         kind = data.get("type")
         if kind == "hangup":
             self._end("hangup")
-            asyncio.ensure_future(self.pc.close())
+            self.media.spawn(self.pc.close())
         elif kind == "dtmf" and str(data.get("digit", "")) in "0123456789*#" \
                 and len(str(data.get("digit", ""))) == 1:
             self._events.put_nowait(LineEvent(LineEventKind.DTMF, digit=str(data["digit"]),
                                               method="datachannel"))
 
     def send(self, message: dict[str, Any]) -> None:
-        """A JSON message to the page, if its data channel is open."""
+        """A JSON message to the page, if its data channel is open (sent on the media loop)."""
+        self.media.call(self._send_now, json.dumps(message))
+
+    def _send_now(self, text: str) -> None:  # media loop
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             try:
-                channel.send(json.dumps(message))
+                channel.send(text)
             except Exception as error:  # noqa: BLE001 - a closing channel must not end the call
                 logger.debug(f"webrtc: data channel send failed: {error}")
 
@@ -165,26 +183,27 @@ class WebRtcCallLine:
 
     # -- the peer connection -----------------------------------------------------------------------
 
-    async def _state_changed(self) -> None:
+    async def _state_changed(self) -> None:  # media loop
         state = self.pc.connectionState
         logger.info(f"webrtc {self.info.external_id}: connection {state}")
         if state == "failed":
-            self._end("ice-failed")
+            self._on_main(self._end, "ice-failed")
             await self.pc.close()
         elif state == "closed":
-            self._end("closed")
+            self._on_main(self._end, "closed")
 
     async def _read(self, track: MediaStreamTrack) -> None:
         """Caller frames in, 48 kHz Opus decoded -> 16 kHz 20 ms frames; ends the line when the
-        track ends or stops sending for ``media_timeout_s``."""
+        track ends or stops sending for ``media_timeout_s``. Runs on the media loop: frames go
+        to the call core's loop through the inbox deque and one wake-up at a time."""
         timeout = self.settings.connect_timeout_s
+        heard = False
         try:
             while True:
                 try:
                     frame = await asyncio.wait_for(track.recv(), timeout)
                 except TimeoutError:
-                    self._end("media-timeout" if self._first_audio.is_set()
-                              else "connect-timeout")
+                    self._on_main(self._end, "media-timeout" if heard else "connect-timeout")
                     break
                 timeout = self.settings.media_timeout_s
                 if self.codec_name is None:
@@ -200,13 +219,21 @@ class WebRtcCallLine:
                     self.frames_in += 1
                     forward = self.on_caller_frame
                     if forward is not None:
-                        forward(pcm)
-                self._first_audio.set()
-                self._ready.set()
+                        self._on_main(forward, pcm)
+                if not heard:
+                    heard = True
+                    self._on_main(self._first_audio.set)
+                if not self._wake_pending:
+                    self._wake_pending = True
+                    self._on_main(self._wake)
         except MediaStreamError:
-            self._end("track-ended")
+            self._on_main(self._end, "track-ended")
         if not self._by_us:
             await self.pc.close()
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        self._ready.set()
 
     def _end(self, cause: str) -> None:
         if self.bridge is not None:
@@ -256,6 +283,8 @@ class WebRtcCallLine:
             if self.ended.is_set():
                 await asyncio.Event().wait()  # the call core ends the call on ``ended``
             self._ready.clear()
+            if self._inbox:
+                break
             await self._ready.wait()
         frames = list(self._inbox)
         self._inbox.clear()
@@ -275,7 +304,8 @@ class WebRtcCallLine:
         self._end("ivr-hangup")
         if self._reader is not None:
             self._reader.cancel()
-        await self.pc.close()
+        if self.pc is not None:
+            await self.media.run(self.pc.close())
 
     def end_details(self) -> dict[str, Any]:
         return {"frames": {"frames_in": self.frames_in, "frames_out": self.reply.frames_out,

@@ -107,11 +107,28 @@ class WebRtcGateway:
         problem = audio_problem(sdp)
         if problem:
             raise HTTPException(400, problem)
-        pc = RTCPeerConnection(self.configuration())
         line_id = uuid.uuid4().hex[:16]
-        line = WebRtcCallLine(pc, self.settings,
+        line = WebRtcCallLine(self.settings,
                               LineInfo(transport="webrtc", external_id=line_id, source=source,
                                        caller_name="browser"), frame_ms=self.frame_ms)
+        answer, track = await line.media.run(self._negotiate(line, sdp))
+        if not self.can_accept():  # another offer took the last place while this one was read
+            await line.media.run(line.pc.close())
+            raise HTTPException(503, "no more calls can be taken now; try again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        line.take_track(track)
+        call = self.start_call(line)
+        hooks = getattr(call, "on_turn_hooks", None)
+        if hooks is not None:
+            hooks.append(line.send_turn)
+        call_id = getattr(call, "call_id", line_id)
+        return answer, call_id
+
+    async def _negotiate(self, line: WebRtcCallLine, sdp: str) -> tuple[str, Any]:
+        """On the media loop: the peer connection, the offer applied, the answer made; the
+        answer SDP and the caller's audio track."""
+        pc = RTCPeerConnection(self.configuration())
+        line.bind(pc)
         track_seen: list[Any] = []
         pc.on("track", lambda track: track_seen.append(track) if track.kind == "audio" else None)
         try:
@@ -126,11 +143,7 @@ class WebRtcGateway:
             transceiver.setCodecPreferences(opus)
             transceiver.sender.replaceTrack(line.reply)
             transceiver.direction = "sendrecv"
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-        except HTTPException:
-            await pc.close()
-            raise
+            await pc.setLocalDescription(await pc.createAnswer())
         except Exception as error:  # noqa: BLE001 - aiortc raises many kinds on bad SDP
             await pc.close()
             logger.info(f"webrtc: offer refused: {type(error).__name__}: {error}")
@@ -138,17 +151,7 @@ class WebRtcGateway:
         if not track_seen:
             await pc.close()
             raise HTTPException(400, "the offer has no audio track the caller sends")
-        if not self.can_accept():  # another offer took the last place while this one was read
-            await pc.close()
-            raise HTTPException(503, "no more calls can be taken now; try again shortly",
-                                headers={"Retry-After": str(RETRY_AFTER_S)})
-        line.take_track(track_seen[0])
-        call = self.start_call(line)
-        hooks = getattr(call, "on_turn_hooks", None)
-        if hooks is not None:
-            hooks.append(line.send_turn)
-        call_id = getattr(call, "call_id", line_id)
-        return pc.localDescription.sdp, call_id
+        return pc.localDescription.sdp, track_seen[0]
 
 
 def webrtc_router(gateway: WebRtcGateway, auth: BearerAuth) -> APIRouter:
