@@ -42,7 +42,7 @@ class StreamCaller(Protocol):
 
     def play_from(self, source: Callable[[], bytes | None] | None) -> None: ...
 
-QUEUE_FRAMES = 10  # 200 ms each way; beyond it the oldest frames are dropped (clock drift)
+QUEUE_FRAMES = 25  # 500 ms each way; beyond it the oldest frames are dropped (clock drift)
 
 
 class AgentBridge:

@@ -45,6 +45,7 @@ from voice.transports.carrier.twilio import (
 
 LOGGED_PER_KIND = 5  # problems of one kind logged one by one; after that every 100th
 CLOSE_NORMAL = 1000
+CATCH_UP_FRAMES = 25  # a late send clock catches up to 500 ms at once; beyond, it restarts
 CLOSE_UNSUPPORTED = 1003
 
 
@@ -273,18 +274,23 @@ class TwilioStreamLine:
             self._marks_done.set()
 
     async def _send_loop(self) -> None:
-        """Our audio on our own 20 ms clock (absolute deadlines: no drift; after a stall the
-        clock restarts instead of bursting the backlog)."""
+        """Our audio on our own 20 ms clock, with absolute deadlines (no drift). When the loop
+        was late (a busy event loop), the frames that fell due are sent at once: the far end
+        buffers them, and a reply or a bridged agent plays whole instead of losing what the
+        clock skipped. After a stall longer than ``CATCH_UP_FRAMES`` the clock restarts."""
         next_at = time.monotonic()
         while not self.ended.is_set():
             next_at += self.frame_s
             delay = next_at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -5 * self.frame_s:
-                next_at = time.monotonic()
+            due = 1 + max(0, int((time.monotonic() - next_at) / self.frame_s))
+            if due > CATCH_UP_FRAMES:
+                next_at, due = time.monotonic(), 1
+            next_at += (due - 1) * self.frame_s
             try:
-                await self._tick()
+                for _ in range(due):
+                    await self._tick()
             except (WebSocketDisconnect, RuntimeError, OSError) as error:
                 logger.info(f"{self.name}: send failed ({type(error).__name__}); stream over")
                 self.stop_reason = self.stop_reason or "socket-closed"
