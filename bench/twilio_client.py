@@ -115,12 +115,15 @@ class TwilioStream:
         self._reader = asyncio.create_task(self._read())
         self._marker = asyncio.create_task(self._echo_marks())
         try:
-            await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            await self.send(self.connected_message())
             if start:
                 await self.start()
         except websockets.ConnectionClosed:
             pass  # refused at once (a bad token): ``received`` says how
         return self
+
+    def connected_message(self) -> dict:
+        return {"event": "connected", "protocol": "Call", "version": "1.0.0"}
 
     async def start(self, call_sid: str | None = None) -> None:
         await self.send({
@@ -186,6 +189,11 @@ class TwilioStream:
                          "streamSid": self.stream_sid,
                          "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
 
+    def mark_echo(self, name: str) -> dict:
+        """The ``mark`` that says our audio before it has played."""
+        return {"event": "mark", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                "mark": {"name": name}}
+
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
@@ -236,8 +244,7 @@ class TwilioStream:
             _, name = self._pending_marks.pop(0)
             self.received.marks.append((now, name))
             try:
-                await self.send({"event": "mark", "sequenceNumber": self._next(),
-                                 "streamSid": self.stream_sid, "mark": {"name": name}})
+                await self.send(self.mark_echo(name))
             except websockets.ConnectionClosed:
                 return
 

@@ -1,5 +1,6 @@
-"""Twilio Media Streams calls: the signed webhook, the stream token, and whole calls over a real
-`ivr serve` with a client that speaks the protocol as Twilio documents it (bench.twilio_client).
+"""Carrier media stream calls (Twilio Media Streams, Telnyx media streaming): the signed webhook,
+the stream token, and whole calls over a real `ivr serve` with clients that speak each protocol
+as the carrier documents it (bench.twilio_client, bench.telnyx_client).
 
 The protocol pieces are checked alone first (Twilio's published signature examples, tokens,
 malformed messages). Then one server (turn manager, the shipped menu) takes real-time calls: a
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import websockets
 
+from bench import telnyx_client
 from bench.harness import IvrProcess
 from bench.twilio_client import (
     TwilioStream,
@@ -27,11 +29,18 @@ from bench.twilio_client import (
     signed_webhook,
     stream_url_of,
 )
-from voice.transports.carrier.signature import twilio_signature, valid_twilio_signature
+from voice.transports.carrier import telnyx
+from voice.transports.carrier.signature import (
+    telnyx_public_key,
+    telnyx_signature_problem,
+    twilio_signature,
+    valid_twilio_signature,
+)
 from voice.transports.carrier.tokens import StreamTokens, TokenError
 from voice.transports.carrier.twilio import ProtocolError, parse_message
 
 AUTH_TOKEN = "test-twilio-auth-token"
+TELNYX_KEY, TELNYX_PUBLIC_KEY = telnyx_client.new_key_pair()  # a test account's key pair
 SILENCE_S = 5.0  # call.max_silence_s of the test server
 
 
@@ -103,8 +112,59 @@ def test_media_message_as_twilio_sends_it():
                        "media": {"track": "inbound", "chunk": "1", "timestamp": "5",
                                  "payload": base64.b64encode(ulaw).decode()}})
     message = parse_message(text)
-    assert (message.event, message.sequence, message.stream_sid, message.payload) == \
+    assert (message.event, message.sequence, message.stream_id, message.payload) == \
         ("media", 3, "MZ1", ulaw)
+
+
+def test_telnyx_signature_is_ed25519_over_timestamp_and_body():
+    body = b"CallSid=v3%3Aabc&From=%2B15551230002&To=%2B18005550100"
+    now = 1_700_000_000
+    signed = base64.b64encode(TELNYX_KEY.sign(f"{now}|".encode() + body)).decode()
+    key = telnyx_public_key(TELNYX_PUBLIC_KEY)
+
+    def problem(body=body, signature=signed, timestamp=str(now), at=now + 5):
+        return telnyx_signature_problem(key, body, signature, timestamp, 300, now=at)
+
+    assert problem() is None
+    assert problem(body=body.replace(b"2B1555", b"2B1999")) == "invalid signature"
+    assert problem(timestamp=str(now + 1)) == "invalid signature"  # the timestamp is signed too
+    assert problem(at=now + 301) == problem(at=now - 301) == "stale timestamp"
+    other, _ = telnyx_client.new_key_pair()
+    assert problem(signature=base64.b64encode(other.sign(f"{now}|".encode() + body)).decode()) \
+        == "invalid signature"
+    assert problem(signature=None) == problem(timestamp="") == "no signature"
+    assert problem(signature="not base64!") == problem(timestamp="soon") == "malformed signature"
+    with pytest.raises(ValueError, match="telnyx_public_key"):
+        telnyx_public_key("c2hvcnQ=")  # base64, but not 32 bytes
+
+
+def test_telnyx_messages_as_telnyx_sends_them():
+    ulaw = bytes(range(160))
+    media = {"event": "media", "sequence_number": "4", "stream_id": "32de0dea",
+             "media": {"track": "inbound", "chunk": "2", "timestamp": "5",
+                       "payload": base64.b64encode(ulaw).decode()}}
+    message = telnyx.parse_message(json.dumps(media))
+    assert (message.event, message.sequence, message.stream_id, message.payload) == \
+        ("media", 4, "32de0dea", ulaw)
+    media["media"]["track"] = "outbound"  # our own audio, had both tracks been asked for
+    assert telnyx.parse_message(json.dumps(media)).event == "media-other-track"
+    error = telnyx.parse_message('{"event": "error", "payload": {"code": 100002, '
+                                 '"title": "Unknown error", "detail": "x"}}')
+    assert error.detail == "100002 Unknown error"
+    start = {"call_control_id": "v3:1", "media_format": {"encoding": "PCMU",
+                                                          "sample_rate": 8000, "channels": 1}}
+    telnyx.check_start(start)
+    with pytest.raises(ProtocolError, match="unsupported media format 'PCMA'"):
+        telnyx.check_start({**start, "media_format": {"encoding": "PCMA", "sample_rate": 8000}})
+    for bad, problem in [('{"event": "media", "media": {"payload": "%%"}}', "not base64"),
+                         ('{"event": "media", "sequence_number": "x"}', "sequence_number"),
+                         ('{"event": "dtmf", "dtmf": {}}', "digit"), ("[]", "not an object")]:
+        with pytest.raises(ProtocolError, match=problem):
+            telnyx.parse_message(bad)
+    dialect = telnyx.TelnyxDialect()
+    assert json.loads(dialect.media(b"\xff")) == {"event": "media", "media": {"payload": "/w=="}}
+    assert json.loads(dialect.clear()) == {"event": "clear"}
+    assert json.loads(dialect.mark("ivr-1")) == {"event": "mark", "mark": {"name": "ivr-1"}}
 
 
 # -- a real server -----------------------------------------------------------------------------------
@@ -113,7 +173,8 @@ def test_media_message_as_twilio_sends_it():
 @pytest.fixture(scope="module")
 def ivr(tmp_path_factory):
     server = IvrProcess(tmp_path_factory.mktemp("carrier"), {
-        "carrier": {"twilio_auth_token": AUTH_TOKEN, "max_bad_messages": 20},
+        "carrier": {"twilio_auth_token": AUTH_TOKEN, "telnyx_public_key": TELNYX_PUBLIC_KEY,
+                    "max_bad_messages": 20},
         "call": {"max_silence_s": SILENCE_S}})
     server.start()
     yield server
@@ -374,3 +435,101 @@ def test_a_socket_closed_without_stop_ends_and_records_the_call(ivr, base):
     assert record["end_reason"] == "caller-hangup"
     assert record["context"]["stream"]["end"] == "socket-closed"
     assert record["context"]["frames"]["frames_in"] == 25
+
+
+# -- Telnyx, on the same server ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_telnyx_webhook_is_verified_and_its_stream_token_checked(ivr, base):
+    sid = telnyx_client.new_call_sid()
+    params = telnyx_client.texml_params(sid)
+    status, texml = telnyx_client.signed_webhook(base, TELNYX_KEY, params)
+    assert status == 200, texml
+    url = telnyx_client.stream_url_of(texml)  # <Connect><Stream ... bidirectionalMode="rtp">
+    assert url.startswith(f"ws://127.0.0.1:{ivr.http_port}/telnyx/stream/")
+    other_key, _ = telnyx_client.new_key_pair()
+    refused = [
+        telnyx_client.signed_webhook(base, TELNYX_KEY, params, tamper={"From": "+19990000000"}),
+        telnyx_client.signed_webhook(base, TELNYX_KEY, params, timestamp=int(time.time()) - 400),
+        telnyx_client.signed_webhook(base, other_key, params),
+        telnyx_client.signed_webhook(base, TELNYX_KEY, params, signature=""),
+    ]
+    assert [(status, "Stream" in body) for status, body in refused] == [(403, False)] * 4
+    assert "stale timestamp" in refused[1][1]
+
+    ws = f"ws://127.0.0.1:{ivr.http_port}/telnyx/stream"
+    _, twilio_twiml = signed_webhook(base, AUTH_TOKEN, call_params(new_call_sid()))
+    twilio_token = stream_url_of(twilio_twiml).rsplit("/", 1)[1]
+
+    async def closed_with(url: str, call_sid: str) -> tuple[int, str]:
+        stream = await telnyx_client.TelnyxStream(url, call_sid).open()
+        await stream.wait_closed(15)
+        return stream.received.close_code, stream.received.close_reason
+
+    async def run() -> list:
+        return [await closed_with(ws, sid),
+                await closed_with(f"{ws}/{twilio_token}", sid),  # Twilio's token is not Telnyx's
+                await closed_with(url, "v3:another-call")]
+
+    assert asyncio.run(run()) == [(1008, "missing stream token"), (1008, "invalid stream token"),
+                                  (1008, "stream does not match its token")]
+    assert not [c for c in ivr.calls() if c["sip_call_id"] == sid]
+
+
+@pytest.mark.slow
+def test_telnyx_call_keys_speech_and_record(ivr, base, engines):
+    """Bad messages first (counted, the call goes on), then keys 1, speaks, hangs up with
+    ``stop``."""
+    caller = demo("order_question_8k")  # "Hi, I'm calling about my order."
+    first = caller[int(0.3 * 8000):int(2.7 * 8000)]
+
+    async def run() -> tuple[telnyx_client.TelnyxStream, dict]:
+        stream = await telnyx_client.place_call(base, TELNYX_KEY)
+        media = stream.received.media
+        await stream.play(silence(0.2))
+        await stream.send("{not json")
+        await stream.send(json.dumps({"event": "media", "sequence_number": stream._next(),
+                                      "stream_id": stream.stream_sid,
+                                      "media": {"track": "inbound", "payload": "%%%%"}}))
+        await stream.send(stream.media(bytes(160), sequence=2))  # long after message 2
+        marks = {}
+        await until(lambda: media and stream.now() - media[-1][0] > 0.6, 15, stream)
+        marks["greeting_end"] = stream.now()
+        await stream.dtmf("1")
+        await until(lambda: media and media[-1][0] > marks["greeting_end"]
+                    and stream.now() - media[-1][0] > 0.6, 15, stream)
+        marks["keyed_reply_end"] = stream.now()
+        await stream.play(first)
+        marks["spoke"] = stream.now()
+        await stream.play(silence(1.0))
+        await until(lambda: media[-1][0] > marks["spoke"]
+                    and stream.now() - media[-1][0] > 0.8, 20, stream)
+        await stream.stop()
+        await stream.wait_closed(10)
+        return stream, marks
+
+    stream, at = asyncio.run(run())
+    audio = stream.heard()
+
+    def said(a: float, b: float) -> str:
+        return heard_text(audio[int(a * 8000):int(b * 8000)])
+
+    assert "order number" in said(at["greeting_end"], at["keyed_reply_end"])  # key 1: the menu
+    assert "number" in said(at["spoke"], len(audio) / 8000)  # the reply to "about my order"
+    got = stream.received
+    assert got.marks and (got.close_code, got.close_reason) == (1000, "stream stopped")
+
+    record = record_of(ivr, stream.call_sid)
+    assert (record["transport"], record["codec"]) == ("telnyx", "PCMU/8000")
+    assert record["caller_number"] == "+15551230002"
+    assert record["end_reason"] == "caller-hangup"
+    context = record["context"]
+    assert context["dtmf_events"] == 1 and context["dtmf_methods"] == ["telnyx"]
+    assert context["stream"]["end"] == "stop"
+    assert context["stream"]["marks_played"] == len(got.marks)
+    # the bad base64 message's number was never read, so the next one shows a gap
+    assert context["stream"]["problems"] == {"malformed message": 2, "out-of-order message": 1,
+                                             "sequence gap": 1}
+    assert record["turns"] and "order" in record["turns"][0]["caller_text"].lower()
+    assert "%%%%" not in ivr.log()

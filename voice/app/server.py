@@ -260,14 +260,19 @@ class IvrServer:
         self.routers.append(webrtc_router(gateway, self.auth))
 
     def _setup_carrier(self) -> None:
-        """Calls Twilio streams over a WebSocket (``carrier.twilio_auth_token``)."""
-        if self.settings.carrier.twilio_auth_token is None:
+        """Calls that Twilio or Telnyx stream over a WebSocket (``carrier.twilio_auth_token``,
+        ``carrier.telnyx_public_key``)."""
+        carrier = self.settings.carrier
+        if carrier.twilio_auth_token is None and carrier.telnyx_public_key is None:
             return
-        from voice.transports.carrier.router import TwilioGateway, twilio_router
+        from voice.transports.carrier.router import TelnyxGateway, TwilioGateway, carrier_router
 
-        gateway = TwilioGateway(self.settings.carrier, self.start_call, self.can_accept,
-                                frame_ms=self.settings.audio.frame_ms)
-        self.routers.append(twilio_router(gateway))
+        for gateway_class, key in ((TwilioGateway, carrier.twilio_auth_token),
+                                   (TelnyxGateway, carrier.telnyx_public_key)):
+            if key is not None:
+                gateway = gateway_class(carrier, self.start_call, self.can_accept,
+                                        frame_ms=self.settings.audio.frame_ms)
+                self.routers.append(carrier_router(gateway))
 
     def _setup_dashboard(self) -> None:
         """The contact-centre figures of the stored records: Prometheus gauges of the last

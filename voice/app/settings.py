@@ -401,16 +401,26 @@ class TracingSettings(Section):
 
 
 class CarrierSettings(Section):
-    """Calls a telephony provider streams over a WebSocket (Twilio Media Streams): the voice
-    webhook at ``/twilio/voice`` and the stream at ``/twilio/stream/<token>``."""
+    """Calls a telephony provider streams over a WebSocket: Twilio Media Streams (the voice
+    webhook at ``/twilio/voice``, the stream at ``/twilio/stream/<token>``) and Telnyx media
+    streaming through a TeXML application (``/telnyx/voice``, ``/telnyx/stream/<token>``)."""
 
     twilio_auth_token: SecretStr | None = Field(None, description="The Twilio account's auth "
                                                 "token: it signs the voice webhook "
                                                 "(X-Twilio-Signature) and keys the per-call "
                                                 "stream tokens. None: the Twilio routes are off.")
-    public_url: str | None = Field(None, description="The base URL Twilio reaches this server "
-                                   "at, e.g. https://ivr.example.com (behind a TLS proxy). The "
-                                   "webhook's signature is checked against it and the stream "
+    telnyx_public_key: str | None = Field(None, description="The Telnyx account's public key "
+                                          "(base64, from the portal's Keys & Credentials): it "
+                                          "verifies the Ed25519 signature of the TeXML "
+                                          "webhook. None: the Telnyx routes are off.")
+    telnyx_signature_tolerance_s: float = Field(300.0, gt=0, description="How far a Telnyx "
+                                                "webhook's signed timestamp may be from our "
+                                                "clock: longer tolerates clock skew, shorter "
+                                                "narrows the window to replay a captured "
+                                                "request.")
+    public_url: str | None = Field(None, description="The base URL carriers reach this server "
+                                   "at, e.g. https://ivr.example.com (behind a TLS proxy). "
+                                   "Twilio's signature is checked against it and the stream "
                                    "URL is built from it (https -> wss). None: taken from each "
                                    "request, which is wrong behind a proxy.")
     stream_token_ttl_s: float = Field(30.0, gt=0, description="How long after the webhook the "
@@ -419,8 +429,9 @@ class CarrierSettings(Section):
                                    "this long after it connects is closed.")
     inbox_frames: int = Field(50, ge=5, description="Caller frames queued between the socket "
                               "and the pipeline; beyond it the oldest are dropped and counted.")
-    mark_wait_s: float = Field(3.0, ge=0, description="On hang-up, how long to wait for Twilio "
-                               "to report our last audio played (its 'mark') before closing.")
+    mark_wait_s: float = Field(3.0, ge=0, description="On hang-up, how long to wait for the "
+                               "carrier to report our last audio played (its 'mark') before "
+                               "closing.")
     max_bad_messages: int = Field(50, ge=1, description="Malformed messages in a row after "
                                   "which the stream is closed (each is logged and counted).")
 

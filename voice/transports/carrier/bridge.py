@@ -4,14 +4,14 @@ The agent is dialled, rung and briefed exactly as for a SIP caller (``SipAgentLi
 connection differs: a SIP caller's two legs are joined on PJSIP's conference bridge, but a stream
 caller has no PJSIP leg, so the IVR stays in the media path and carries the audio itself:
 
-    caller --WS μ-law 8 kHz--> TwilioStreamLine --resample--> agent's BridgePort.source
-                                                            (PJSIP's clock) --RTP--> agent
+    caller --WS μ-law 8 kHz--> StreamLine --resample--> agent's BridgePort.source
+                                                      (PJSIP's clock) --RTP--> agent
     agent --RTP--> BridgePort inbox --resample--> the line's 20 ms clock --WS--> caller
 
 REFER cannot apply (there is no SIP dialog with the caller). Handing the call to the agent
-through the carrier's own API instead (Twilio: update the call with new TwiML ``<Dial><Sip>``)
-would take the IVR out of the path, but needs the account's REST credentials and Twilio's cloud,
-so it is not built or claimed here.
+through the carrier's own API instead (Twilio: update the call with new TwiML ``<Dial><Sip>``;
+Telnyx: the Call Control ``transfer`` command) would take the IVR out of the path, but needs the
+account's REST credentials and the carrier's cloud, so it is not built or claimed here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 class StreamCaller(Protocol):
-    """What the bridge needs of a stream line (``TwilioStreamLine``)."""
+    """What the bridge needs of a stream line (``StreamLine``)."""
 
     name: str
     rate: int

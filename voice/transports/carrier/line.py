@@ -1,19 +1,21 @@
-"""A Twilio Media Stream as a ``CallLine``: the caller's audio arrives over a WebSocket, ours goes
-back over it.
+"""A carrier's media stream (Twilio, Telnyx) as a ``CallLine``: the caller's audio arrives over a
+WebSocket, ours goes back over it. What differs between carriers is only how messages are
+spelled: the line reads ``StreamMessage`` and writes through the carrier's ``Dialect``.
 
 Audio in: each ``media`` message's μ-law is decoded and cut into the call's frames (20 ms, 160
 bytes at 8 kHz, whatever size the messages carry) and queued for the call core, as SIP's bridge
-port does. Messages are checked in arrival order by ``sequenceNumber``: a late or repeated one is
+port does. Messages are checked in arrival order by their sequence number: a late or repeated one is
 dropped, a gap counted; a malformed one (not JSON, bad base64, a field missing) is logged by what
 was wrong and counted; the stream is closed only after ``carrier.max_bad_messages`` in a row.
 
 Audio out: the WebSocket has no clock of its own, so the line keeps one: every frame it takes one
 frame from the call's playout buffer (the same ``AudioSource`` PJSIP's clock pulls for SIP) and
-sends it, so Twilio's buffer holds about one frame and the playout buffer stays the truth about
+sends it, so the carrier's buffer holds about one frame and the playout buffer stays the truth about
 what has been heard. Silence is not sent. When a reply's audio has gone out, a ``mark`` follows
-it; Twilio echoes it once that audio has played (its lag is in the call record), and hanging up
+it; the carrier echoes it once that audio has played (its lag is in the call record), and hanging up
 waits for the marks, so a goodbye is heard to its end. When the caller barges in, the playout
-buffer is cleared by the pipeline and the line sends ``clear`` so Twilio drops what it holds.
+buffer is cleared by the pipeline and the line sends ``clear`` so the carrier drops what it
+holds. Twilio and Telnyx both document ``mark`` and ``clear`` for bidirectional streams.
 """
 
 from __future__ import annotations
@@ -33,20 +35,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from voice.app.settings import CarrierSettings
 from voice.audio import mulaw_decode, mulaw_encode
 from voice.transports.base import AudioSource, LineEvent, LineEventKind, LineInfo
-from voice.transports.carrier.twilio import (
-    RATE,
-    ProtocolError,
-    TwilioMessage,
-    clear_message,
-    mark_message,
-    media_message,
-    parse_message,
-)
+from voice.transports.carrier.messages import Dialect, ProtocolError, StreamMessage
 
 LOGGED_PER_KIND = 5  # problems of one kind logged one by one; after that every 100th
 CLOSE_NORMAL = 1000
 CATCH_UP_FRAMES = 25  # a late send clock catches up to 500 ms at once; beyond, it restarts
 CLOSE_UNSUPPORTED = 1003
+RATE = 8000  # G.711 μ-law, both ways, on every carrier's stream
 
 
 class _Problems:
@@ -63,16 +58,18 @@ class _Problems:
             logger.warning(f"{self.name}: {kind} ({detail}); {n} so far")
 
 
-class TwilioStreamLine:
-    """One Twilio Media Stream, after its ``start`` message, as a ``CallLine``."""
+class StreamLine:
+    """One carrier media stream, after its ``start`` message, as a ``CallLine``."""
 
-    def __init__(self, ws: WebSocket, settings: CarrierSettings, info: LineInfo, stream_sid: str,
-                 *, frame_ms: int, last_sequence: int | None = None) -> None:
+    def __init__(self, ws: WebSocket, settings: CarrierSettings, info: LineInfo,
+                 dialect: Dialect, stream_id: str, *, frame_ms: int,
+                 last_sequence: int | None = None) -> None:
         self.ws = ws
         self.settings = settings
         self.info = info
-        self.stream_sid = stream_sid
-        self.name = f"twilio {stream_sid}"
+        self.dialect = dialect
+        self.stream_id = stream_id
+        self.name = f"{dialect.name} {stream_id}"
         self.ended = asyncio.Event()
         self.codec = f"PCMU/{RATE}"
         self.frame_ms = frame_ms
@@ -144,8 +141,8 @@ class TwilioStreamLine:
         return await self._events.get()
 
     async def hangup(self, code: int = 0) -> None:
-        """Close the stream once what we sent has played (Twilio then ends the call: nothing
-        follows ``<Connect>`` in our TwiML)."""
+        """Close the stream once what we sent has played (the carrier then ends the call:
+        nothing follows ``<Connect>`` in our TwiML or TeXML)."""
         if self.ended.is_set():
             return
         self._by_us = True
@@ -161,7 +158,7 @@ class TwilioStreamLine:
         return {
             "frames": {"frames_in": self.frames_in, "frames_out": self.frames_out,
                        "frames_dropped": self.frames_dropped},
-            "stream": {"stream_sid": self.stream_sid, "end": self.stop_reason,
+            "stream": {"stream_id": self.stream_id, "end": self.stop_reason,
                        "problems": dict(self.problems.counts), "clears": self.clears,
                        "marks_sent": self._mark_count, "marks_played": len(lags),
                        "mark_lag_ms_p50": round(statistics.median(lags) * 1000, 1)
@@ -201,7 +198,7 @@ class TwilioStreamLine:
             if data is None:
                 data = message.get("bytes") or b""
             try:
-                parsed = parse_message(data)
+                parsed = self.dialect.parse(data)
             except ProtocolError as error:
                 if await self._bad("malformed message", str(error)):
                     break
@@ -213,9 +210,11 @@ class TwilioStreamLine:
                 self._on_media(parsed.payload)
             elif parsed.event == "dtmf":
                 self._events.put_nowait(LineEvent(LineEventKind.DTMF, digit=parsed.digit,
-                                                  method="twilio"))
+                                                  method=self.dialect.name))
             elif parsed.event == "mark":
                 self._on_mark(parsed.mark)
+            elif parsed.event == "error":
+                self.problems.add("carrier error", parsed.detail)
             elif parsed.event == "stop":
                 self.stop_reason = "stop"
                 logger.info(f"{self.name}: stopped by the carrier")
@@ -232,7 +231,7 @@ class TwilioStreamLine:
         await self._close(CLOSE_UNSUPPORTED, "too many malformed messages")
         return True
 
-    def _in_order(self, message: TwilioMessage) -> bool:
+    def _in_order(self, message: StreamMessage) -> bool:
         """Sequence numbers rise by one per message; a late or repeated one is dropped (its
         audio would be played out of place), a skipped one counted."""
         seq = message.sequence
@@ -301,17 +300,16 @@ class TwilioStreamLine:
         session = self._session
         if session is not None and session.last_interrupted is not self._interrupted_seen:
             self._interrupted_seen = session.last_interrupted
-            await self._send(clear_message(self.stream_sid))
+            await self._send(self.dialect.clear())
             self.clears += 1
-            self._unmarked = False  # Twilio returns the pending marks itself
+            self._unmarked = False  # the carrier returns the pending marks itself
         source = self._source
         pcm = source() if source is not None else None
         if pcm is None or pcm == self._silence or len(pcm) != self.frame_bytes:
             if self._unmarked:
                 await self._send_mark()
             return
-        await self._send(media_message(self.stream_sid,
-                                       mulaw_encode(np.frombuffer(pcm, dtype=np.int16))))
+        await self._send(self.dialect.media(mulaw_encode(np.frombuffer(pcm, dtype=np.int16))))
         self.frames_out += 1
         self._unmarked = True
 
@@ -321,7 +319,7 @@ class TwilioStreamLine:
         self._marks[name] = time.monotonic()
         self._marks_done.clear()
         self._unmarked = False
-        await self._send(mark_message(self.stream_sid, name))
+        await self._send(self.dialect.mark(name))
 
     async def _send(self, text: str) -> None:
         async with self._send_lock:

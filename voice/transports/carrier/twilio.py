@@ -8,102 +8,48 @@ pending marks come back at once).
 pipecat's ``TwilioFrameSerializer`` reads the same messages, but into pipecat frames for a
 pipecat transport, and it has no ``mark``, no sequence numbers, logs the raw message on a JSON
 error and raises on bad base64. Our call core talks to a ``CallLine``, so the parsing is here,
-with every malformed message turned into a ``ProtocolError`` that names what was wrong, never
-what it held.
+on the checks every carrier shares (``messages``).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from voice.transports.carrier.messages import (
+    ProtocolError,
+    StreamMessage,
+    digit,
+    load_object,
+    mark_name,
+    payload,
+    sequence,
+    sub_object,
+)
+
 ENCODING = "audio/x-mulaw"
 RATE = 8000
-MAX_MESSAGE_BYTES = 64 * 1024  # a 20 ms media message is about 300 bytes
 
 
-class ProtocolError(ValueError):
-    """A message that cannot be used (what was wrong, safe to log)."""
-
-
-@dataclass(frozen=True)
-class TwilioMessage:
-    event: str
-    sequence: int | None = None  # ``sequenceNumber``, when the event carries one
-    stream_sid: str | None = None
-    payload: bytes = b""  # media: μ-law bytes
-    digit: str = ""  # dtmf
-    mark: str = ""  # mark: the name we gave it
-    start: dict[str, Any] = field(default_factory=dict)  # start: its "start" object
-
-
-def parse_message(text: str | bytes) -> TwilioMessage:
+def parse_message(text: str | bytes) -> StreamMessage:
     """One WebSocket message; ``ProtocolError`` if it is not a usable Twilio message."""
-    if len(text) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(text)} bytes (limit {MAX_MESSAGE_BYTES})")
-    try:
-        message = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ProtocolError(f"not JSON ({type(error).__name__} at {_position(error)})") from None
-    if not isinstance(message, dict):
-        raise ProtocolError(f"JSON {type(message).__name__}, not an object")
-    event = message.get("event")
-    if not isinstance(event, str):
-        raise ProtocolError("no 'event'")
-    sequence = _sequence(message.get("sequenceNumber"))
+    message, event = load_object(text)
+    seq = sequence(message, "sequenceNumber")
     sid = message.get("streamSid")
     sid = sid if isinstance(sid, str) else None
     if event == "media":
-        media = _object(message, "media")
-        return TwilioMessage(event, sequence, sid, payload=_payload(media.get("payload")))
+        return StreamMessage(event, seq, sid,
+                             payload=payload(sub_object(message, "media").get("payload")))
     if event == "dtmf":
-        digit = _object(message, "dtmf").get("digit")
-        if not isinstance(digit, str) or len(digit) != 1:
-            raise ProtocolError("dtmf without a one-character 'digit'")
-        return TwilioMessage(event, sequence, sid, digit=digit)
+        return StreamMessage(event, seq, sid, digit=digit(message))
     if event == "mark":
-        name = _object(message, "mark").get("name")
-        if not isinstance(name, str):
-            raise ProtocolError("mark without a 'name'")
-        return TwilioMessage(event, sequence, sid, mark=name)
+        return StreamMessage(event, seq, sid, mark=mark_name(message))
     if event == "start":
-        start = _object(message, "start")
-        return TwilioMessage(event, sequence, sid or start.get("streamSid"), start=start)
-    return TwilioMessage(event, sequence, sid)  # connected, stop, and events we do not use
-
-
-def _position(error: Exception) -> str:
-    pos = getattr(error, "pos", None)
-    return f"character {pos}" if pos is not None else "decoding"
-
-
-def _sequence(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)  # Twilio sends it as a string of digits
-    except (TypeError, ValueError):
-        raise ProtocolError("'sequenceNumber' is not a number") from None
-
-
-def _object(message: dict, key: str) -> dict:
-    value = message.get(key)
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{message['event']} without a '{key}' object")
-    return value
-
-
-def _payload(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ProtocolError("media without a 'payload' string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError(f"media payload is not base64 ({len(value)} characters)") from None
+        start = sub_object(message, "start")
+        return StreamMessage(event, seq, sid or start.get("streamSid"), start=start)
+    return StreamMessage(event, seq, sid)  # connected, stop, and events we do not use
 
 
 def check_start(start: dict[str, Any]) -> None:
@@ -115,6 +61,27 @@ def check_start(start: dict[str, Any]) -> None:
     channels = fmt.get("channels", 1)
     if encoding != ENCODING or rate != RATE or channels != 1:
         raise ProtocolError(f"unsupported media format {encoding!r} {rate} Hz x{channels}")
+
+
+class TwilioDialect:
+    """Twilio's messages on one stream (``Dialect``): ours carry its ``streamSid``."""
+
+    name = "twilio"
+
+    def __init__(self, stream_sid: str) -> None:
+        self.stream_sid = stream_sid
+
+    def parse(self, text: str | bytes) -> StreamMessage:
+        return parse_message(text)
+
+    def media(self, ulaw: bytes) -> str:
+        return media_message(self.stream_sid, ulaw)
+
+    def mark(self, name: str) -> str:
+        return mark_message(self.stream_sid, name)
+
+    def clear(self) -> str:
+        return clear_message(self.stream_sid)
 
 
 def media_message(stream_sid: str, ulaw: bytes) -> str:
