@@ -212,6 +212,11 @@ def test_scoring_counts_each_rate_and_the_gate_names_the_calls_that_changed(tmp_
     assert "task_completion fell from 100.0% to 50.0% (tolerance 3.0%)" in verdict.regressions
     assert [c["id"] for c in verdict.changed] == ["hours"] and verdict.changed[0]["got_worse"]
     assert "intent out_of_scope" in verdict.changed[0]["candidate"]
+    # A completed call that fails on the candidate fails the gate even when the rates hold.
+    lax = Tolerances(task_completion=1, intent_accuracy=1)
+    assert compare(calls, good, bad, lax).regressions == [
+        "1 call(s) the baseline completed fail on the candidate: hours"]
+    assert compare(calls, good, bad, lax.model_copy(update={"max_worse_calls": None})).passed
     # A call a rerun did not reproduce is left out of both sides, and named.
     shaky = compare(calls, good, bad, Tolerances(), unstable={"hours"})
     assert shaky.passed and shaky.unstable == ["hours"] and shaky.changed == []

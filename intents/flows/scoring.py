@@ -41,6 +41,11 @@ class Tolerances(BaseModel):
                                             "waits are processing times, and on a shared "
                                             "machine they follow its load more than the "
                                             "flow). Set it on a dedicated runner.")
+    max_worse_calls: int | None = Field(0, ge=0, description="Calls the baseline completed "
+                                        "that may fail on the candidate (each confirmed by a "
+                                        "rerun of both). 0: any such call fails the gate, even "
+                                        "if other calls improved and the rates hold; None: "
+                                        "only the rates count.")
     min_task_completion: float | None = Field(None, ge=0, le=1, description="An absolute floor "
                                               "for the candidate, whatever the baseline did.")
 
@@ -189,8 +194,6 @@ def compare(calls: list[CohortCall], baseline: dict[str, CallOutcome],
     if floor is not None and (cand["task_completion"] or 0) < floor:
         regressions.append(f"task completion {cand['task_completion']:.1%} is below the floor "
                            f"{floor:.1%}")
-    if cand["errors"]:
-        regressions.append(f"{cand['errors']} call(s) could not be run on the candidate")
     changed = []
     for call in calls:
         b, c = baseline.get(call.id), candidate.get(call.id)
@@ -200,5 +203,11 @@ def compare(calls: list[CohortCall], baseline: dict[str, CallOutcome],
             changed.append({"id": call.id, "line": call.line,
                             "got_worse": b.completed and not c.completed,
                             "baseline": describe(b), "candidate": describe(c)})
+    worse = [c["id"] for c in changed if c["got_worse"]]
+    if tolerances.max_worse_calls is not None and len(worse) > tolerances.max_worse_calls:
+        regressions.append(f"{len(worse)} call(s) the baseline completed fail on the "
+                           f"candidate: {', '.join(worse)}")
+    if cand["errors"]:
+        regressions.append(f"{cand['errors']} call(s) could not be run on the candidate")
     return Verdict(passed=not regressions, regressions=regressions, changed=changed,
                    unstable=unstable_calls)
