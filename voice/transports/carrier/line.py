@@ -4,17 +4,17 @@ spelled: the line reads ``StreamMessage`` and writes through the carrier's ``Dia
 
 Audio in: each ``media`` message's μ-law is decoded and cut into the call's frames (20 ms, 160
 bytes at 8 kHz, whatever size the messages carry) and queued for the call core, as SIP's bridge
-port does. Messages are checked in arrival order by their sequence number: a late or repeated one is
-dropped, a gap counted; a malformed one (not JSON, bad base64, a field missing) is logged by what
-was wrong and counted; the stream is closed only after ``carrier.max_bad_messages`` in a row.
+port does. Messages are checked in arrival order by their sequence number: a late or repeated one
+is dropped, a gap counted; a malformed one (not JSON, bad base64, a field missing) is logged by
+what was wrong and counted; the stream is closed only after ``carrier.max_bad_messages`` in a row.
 
 Audio out: the WebSocket has no clock of its own, so the line keeps one: every frame it takes one
 frame from the call's playout buffer (the same ``AudioSource`` PJSIP's clock pulls for SIP) and
-sends it, so the carrier's buffer holds about one frame and the playout buffer stays the truth about
-what has been heard. Silence is not sent. When a reply's audio has gone out, a ``mark`` follows
-it; the carrier echoes it once that audio has played (its lag is in the call record), and hanging up
-waits for the marks, so a goodbye is heard to its end. When the caller barges in, the playout
-buffer is cleared by the pipeline and the line sends ``clear`` so the carrier drops what it
+sends it, so the carrier's buffer holds about one frame and the playout buffer stays the truth
+about what has been heard. Silence is not sent. When a reply's audio has gone out, a ``mark``
+follows it; the carrier echoes it once that audio has played (its lag is in the call record), and
+hanging up waits for the marks, so a goodbye is heard to its end. When the caller barges in, the
+playout buffer is cleared by the pipeline and the line sends ``clear`` so the carrier drops what it
 holds. Twilio and Telnyx both document ``mark`` and ``clear`` for bidirectional streams.
 """
 
