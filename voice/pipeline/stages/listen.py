@@ -236,9 +236,10 @@ class ListenStage(FrameProcessor):
         speculation = _Speculation(generation, transcript, started, time.perf_counter(), wait,
                                    smart_p, smart_ms)
         self._speculative = speculation
+        smart_said = "not yet" if smart_p is None else f"{smart_p:.2f}"
         logger.debug(f"{self.session.call_id}: heard {redact(transcript.text)!r} in "
                      f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait.silence_ms:.0f} "
-                     f"ms silence ({wait.rule}, smart turn {smart_p})")
+                     f"ms silence ({wait.rule}, smart turn {smart_said})")
         for ended in self.segmenter.set_required_silence(wait.silence_ms, self.stream_s):
             await self._on_turn_event(ended)
         if smart is None or smart_p is not None:
