@@ -157,7 +157,7 @@ async def test_a_recorded_caller_gets_their_order_status_end_to_end(settings, cr
     result = await simulate_call(CALLS / "order_status_8k.wav", settings, handler=tm,
                                  call_info=CallInfo("e2e", caller_number=DEMO_PHONE))
     replies = [t.reply_text for t in result.turns]
-    assert len(result.turns) == 3, [t.caller_text for t in result.turns]
+    assert len(result.turns) == 3, [(t.caller_text, t.reply_text, t.barge_in, t.reply_interrupted, t.speech_start_s, t.speech_end_s) for t in result.turns]
     assert "order number" in replies[0]
     assert replies[1] == "I heard order number 4 5 6, 7 1 2. Is that right?"
     assert "shipped with UPS" in replies[2] and "November 24" in replies[2]

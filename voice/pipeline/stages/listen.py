@@ -48,8 +48,12 @@ from voice.pipeline.records import TurnRecord, TurnTimes
 from voice.smart_turn import shared_smart_turn
 from voice.vad import SpeechDetector
 
+# Also the confirmations a caller adds after a yes that already ended their turn ("Yes. That's
+# right."): said over the reply to that yes, they must not cut it.
 BACKCHANNELS = frozenset({"", "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "okay",
-                          "ok", "yeah", "right", "uh", "um", "yes", "i see", "sure"})
+                          "ok", "yeah", "right", "uh", "um", "yes", "i see", "sure",
+                          "that's right", "that is right", "correct", "that's correct",
+                          "yep", "exactly", "great", "thanks", "thank you"})
 
 
 _KEYPAD = frozenset(entry.value for entry in KeypadEntry)
