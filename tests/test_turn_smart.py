@@ -23,8 +23,9 @@ def test_the_bundled_model_loads_from_the_pipecat_wheel_and_answers_a_probabilit
 
 
 def test_every_ordinary_turn_is_judged_by_smart_turn_and_still_one_turn_per_sentence(engines):
-    result = asyncio.run(simulate_call(CALLS / "two_turns_8k.wav", IvrSettings(),
-                                       realtime=False))
+    settings = IvrSettings()
+    settings.turn.smart_turn = True  # off by default (settings.TurnSettings says why)
+    result = asyncio.run(simulate_call(CALLS / "two_turns_8k.wav", settings, realtime=False))
     assert len(result.turns) == 2
     for turn in result.turns:
         assert turn.smart_turn_p is not None and 0.0 <= turn.smart_turn_p <= 1.0

@@ -95,9 +95,12 @@ class TurnSettings(Section):
                                      "takes. A transcript that gained more digits than the new "
                                      "speech could hold (one spare) is not trusted to complete "
                                      "a value.")
-    smart_turn: bool = Field(True, description="Run the Smart Turn v3.2 model (pipecat's bundled "
-                             "ONNX, CPU) on the turn's audio at the early pause, beside the "
-                             "transcript rule: a confident 'complete' ends a complete-looking "
+    # Off by default: with a 'complete' ending the turn after 200 ms of silence it cut read
+    # sentences at their inner pauses (a barge-in sentence, LibriVox callers of the eval cohort),
+    # and a cut caller costs more than the 100-400 ms it saves at three concurrent calls.
+    smart_turn: bool = Field(False, description="Run the Smart Turn v3.2 model (pipecat's "
+                             "bundled ONNX, CPU) on the turn's audio at the early pause, beside "
+                             "the transcript rule: a confident 'complete' ends a complete-looking "
                              "turn at once, a confident 'incomplete' waits as for a trailing "
                              "'and'. Expected values are judged by the value rule alone.")
     smart_turn_model_path: str | None = Field(None, description="Smart Turn ONNX file; None: "
