@@ -97,21 +97,28 @@ class RecordedLine:
             await self._wait_for_reply()
         if i > 0:
             self._take_reply_frame()
-        if i >= self.n_frames and self._over(i):
+        pcm = self._next_frame(i)
+        if pcm is None:
             self.ended.set()
             await asyncio.Event().wait()  # the call core is ending the call
-        if i < self.n_frames:
-            pcm = self.caller[i * self.frame:(i + 1) * self.frame]
-            if len(pcm) < self.frame:
-                pcm = np.concatenate([pcm, self._silence[: self.frame - len(pcm)]])
-        else:
-            pcm = self._silence
         if self.realtime:
             await asyncio.sleep(max(0.0, self.feed_start + i * self.frame_s
                                     - time.perf_counter()))
         self.caller_out.append(pcm)
         self._tick += 1
         return [pcm.tobytes()]
+
+    def _next_frame(self, i: int) -> np.ndarray | None:
+        """The caller's frame for tick ``i``: the recording, then silence; None when the caller
+        hangs up (a subclass plays something else on the same clock)."""
+        if i >= self.n_frames and self._over(i):
+            return None
+        if i >= self.n_frames:
+            return self._silence
+        pcm = self.caller[i * self.frame:(i + 1) * self.frame]
+        if len(pcm) < self.frame:
+            pcm = np.concatenate([pcm, self._silence[: self.frame - len(pcm)]])
+        return pcm
 
     def _over(self, i: int) -> bool:
         if i >= self.n_frames + self.max_tail:

@@ -13,8 +13,6 @@ to a human: the rest of the script is not the IVR's to hear).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,28 +65,6 @@ class ScriptedLine(RecordedLine):
             else:
                 out.append(ScriptStep("keys", keys=str(value), pause_s=pause))
         return out
-
-    async def receive(self) -> list[bytes]:
-        i = self._tick
-        session = self._session
-        if i == 0:
-            self.feed_start = time.perf_counter()
-        elif not self.realtime:
-            await session.wait_frames_processed(i)
-            await session.asr_settled()
-            await self._wait_for_reply()
-        if i > 0:
-            self._take_reply_frame()
-        pcm = self._next_frame(i)
-        if pcm is None:
-            self.ended.set()
-            await asyncio.Event().wait()  # the call core is ending the call
-        if self.realtime:
-            await asyncio.sleep(max(0.0, self.feed_start + i * self.frame_s
-                                    - time.perf_counter()))
-        self.caller_out.append(pcm)
-        self._tick += 1
-        return [pcm.tobytes()]
 
     def _next_frame(self, i: int) -> np.ndarray | None:
         """The caller's frame for tick ``i``; None when the caller hangs up."""
