@@ -10,10 +10,11 @@ STAMP  := $(VENV)/.installed
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
 WHEELS := $(HOME)/.cache/voice-ivr/wheels
 # sipp (sip-tester) places test calls; chromium drives the agent desktop test headless;
-# espeak-ng speaks the card numbers of the PCI test (a second voice beside Piper).
+# espeak-ng speaks the card numbers of the PCI test (a second voice beside Piper); postgresql
+# is the pool's shared store (the tests start a throwaway cluster of their own).
 # kamailio is the SIP edge of `ivr cluster` (dispatcher, pike, sanity, permissions are in the
 # core package); supervisor runs the cluster's processes.
-APT_PACKAGES := sip-tester chromium chromium-driver espeak-ng kamailio supervisor
+APT_PACKAGES := sip-tester chromium chromium-driver espeak-ng kamailio supervisor postgresql
 
 .PHONY: setup demo test test-fast bench gate system-deps clean
 

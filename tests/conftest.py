@@ -76,3 +76,8 @@ def caplog_loguru():
     handler = logger.add(sink, level="DEBUG")
     yield sink
     logger.remove(handler)
+
+
+# A throwaway PostgreSQL cluster (tests/postgres.py): postgres_cluster, postgres_url,
+# fresh_postgres_db.
+from postgres import fresh_postgres_db, postgres_cluster, postgres_url  # noqa: E402, F401
