@@ -42,6 +42,11 @@ class ModelSettings(BaseModel):
     llm_model_path: str | None = Field(
         None, description="GGUF file for the embedded server; None: the bundled SmolLM2-135M.")
     llm_port: int = Field(0, ge=0, le=65535, description="Embedded server port; 0: a free one.")
+    inference_url: str | None = Field(
+        None, description="gRPC target of this host's inference tier (`ivr inference`), e.g. "
+        "'unix:var/inference.sock' or '127.0.0.1:50051': ASR, TTS and embeddings then run there "
+        "and this process loads only the VAD. None: every model in this process (the embedded "
+        "default).")
     embedding_model: str = Field(
         "all-MiniLM-L6-v2", description="Bundled name or a sentence-transformers directory.")
     cache_dir: str | None = Field(

@@ -310,6 +310,10 @@ class SipSettings(Section):
                                     "address. A trunk or an edge proxy needs one or two.")
     tcp_first_message_s: float = Field(5.0, gt=0, description="A TCP/TLS connection that sends no "
                                        "SIP request this long after it opens is closed.")
+    outbound_proxy: str | None = Field(None, description="SIP URI every call we place (the "
+                                       "agent legs of warm transfers) is routed through, e.g. "
+                                       "sip:10.0.0.5:5060;lr for the Kamailio edge of a "
+                                       "cluster. None: dialled directly.")
 
     @model_validator(mode="after")
     def _check(self) -> SipSettings:
@@ -386,6 +390,44 @@ class ServerSettings(Section):
                                   "share a database.")
 
 
+class ClusterSettings(Section):
+    """`ivr cluster`: a Kamailio edge in front of N `ivr serve` workers on this host, run by
+    supervisord. The workers' own settings are this file's, with the ports below per worker."""
+
+    workers: int = Field(3, ge=1, le=64, description="Workers started (each carries "
+                         "sip.max_calls calls).")
+    edge_host: str = Field("127.0.0.1", description="Address Kamailio listens on: the one "
+                           "address trunks send INVITEs to.")
+    edge_port: int = Field(5060, ge=1, le=65535, description="Kamailio's SIP port (UDP and TCP).")
+    worker_host: str = Field("127.0.0.1", description="Address the workers bind SIP and RTP "
+                             "to; the trunk sends RTP to it directly (see deploy/kamailio/ "
+                             "README.md for when rtpengine is needed instead).")
+    first_sip_port: int = Field(5070, ge=1, le=65535, description="Worker i listens on "
+                                "first_sip_port + i.")
+    first_http_port: int = Field(8081, ge=1, le=65535, description="Worker i serves HTTP on "
+                                 "first_http_port + i.")
+    rtp_ports_per_worker: int = Field(200, ge=20, description="Worker i's RTP ports start at "
+                                      "sip.rtp_port + i * this (4 legs need 8 ports).")
+    trunk_allow_from: list[str] = Field(["127.0.0.1/32"], description="Networks (CIDR) whose "
+                                        "INVITEs the edge accepts: trunks and PBXs. The workers "
+                                        "accept calls from the edge only.")
+    probe_interval_s: int = Field(2, ge=1, description="Kamailio probes each worker with "
+                                  "OPTIONS this often; one unanswered probe marks it down, one "
+                                  "answered brings it back. Shorter notices a dead worker "
+                                  "sooner at more OPTIONS traffic.")
+    probe_timeout_ms: int = Field(1000, ge=100, description="A worker that sends no response "
+                                  "this long after an INVITE or OPTIONS is taken as down (the "
+                                  "INVITE fails over to the next worker).")
+    pike_requests: int = Field(40, ge=1, description="Requests per pike_window_s from one "
+                               "source address above which the edge drops its requests "
+                               "(flood). A trunk carrying many calls needs a higher figure; "
+                               "addresses in trunk_allow_from are not limited.")
+    pike_window_s: int = Field(2, ge=1)
+    directory: str = Field("var/cluster", description="Where `ivr cluster` writes the generated "
+                           "configs (kamailio.cfg, dispatcher.list, worker-N.yaml, "
+                           "supervisord.conf) and the logs.")
+
+
 class TracingSettings(Section):
     """Journey traces (OpenTelemetry). Whether and where they are exported is set by the
     standard OTEL_* variables (see ``voice.app.tracing``); these are what the traces carry."""
@@ -439,6 +481,34 @@ class CarrierSettings(Section):
                                   "which the stream is closed (each is logged and counted).")
 
 
+class InferenceSettings(Section):
+    """`ivr inference`, the one process per host that owns the ASR, TTS and embedding models,
+    and what a worker using it (``models.inference_url``) does when it is unreachable."""
+
+    bind: str = Field("unix:var/inference.sock", description="gRPC address the tier listens "
+                      "on: 'unix:PATH' (a local socket: only processes of this host, with the "
+                      "file's permissions) or 'HOST:PORT'. Workers set models.inference_url to "
+                      "the same.")
+    max_audio_s: float = Field(30.0, gt=0, description="Longest ASR request accepted (Whisper's "
+                               "window); a larger buffer is refused with a clear error rather "
+                               "than tying up the model.")
+    max_text_chars: int = Field(2000, ge=1, description="Longest TTS request (one reply).")
+    max_embed_texts: int = Field(4096, ge=1, description="Most texts in one embedding request "
+                                 "(a menu's training examples at start-up).")
+    outage_s: float = Field(6.0, gt=0, description="How long a call waits for an unreachable "
+                            "tier to come back, saying the acknowledgement meanwhile, before the "
+                            "caller is told and offered a human. Longer rides over a tier "
+                            "restart (model loading takes seconds); shorter hands the caller "
+                            "over sooner.")
+    outage_message: str = Field("I'm sorry, I'm having trouble on our side. Let me put you "
+                                "through to a colleague.", description="Said when the tier "
+                                "stays down past outage_s (from audio kept in the worker).")
+    outage_queue: str = Field("general", description="Human queue the caller is handed to when "
+                              "the tier stays down.")
+    client_threads: int = Field(8, ge=1, description="Requests one worker has in flight at "
+                                "once (each waits on the socket, not the CPU).")
+
+
 # Old name -> new name of settings that moved (the call core owns what is not SIP's).
 RENAMED = {f"sip.{key}": f"call.{key}" for key in
            ("max_call_s", "max_silence_s", "goodbye_silence", "goodbye_max_duration")}
@@ -466,6 +536,8 @@ class IvrSettings(BaseSettings):
     carrier: CarrierSettings = Field(default_factory=CarrierSettings)
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
     @model_validator(mode="before")
     @classmethod
