@@ -420,8 +420,8 @@ class ClusterSettings(Section):
                                   "INVITE fails over to the next worker).")
     pike_requests: int = Field(40, ge=1, description="Requests per pike_window_s from one "
                                "source address above which the edge drops its requests "
-                               "(flood). A trunk carrying many calls needs a higher figure; "
-                               "addresses in trunk_allow_from are not limited.")
+                               "(flood), trunks included; the workers are not limited. A "
+                               "trunk carrying many calls needs a higher figure.")
     pike_window_s: int = Field(2, ge=1)
     directory: str = Field("var/cluster", description="Where `ivr cluster` writes the generated "
                            "configs (kamailio.cfg, dispatcher.list, worker-N.yaml, "

@@ -261,7 +261,8 @@ class Peer:
             self._rejected.append(call)
             return
         self.call = call
-        for name in ("X-IVR-Handoff-Id", "User-to-User", "From", "To", "Call-ID"):
+        for name in ("X-IVR-Handoff-Id", "User-to-User", "From", "To", "Call-ID",
+                     "Record-Route"):
             value = header(message, name)
             if value is not None:
                 self.state.headers[name] = value

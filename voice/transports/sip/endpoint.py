@@ -502,6 +502,8 @@ class SipEngine:
             account.regConfig.timeoutSec = s.register_expires_s
             account.sipConfig.authCreds.append(
                 pj.AuthCredInfo("digest", s.realm, s.username, 0, s.password))
+        if s.outbound_proxy:  # agent legs through the cluster's edge (deploy/kamailio)
+            account.sipConfig.proxies.append(s.outbound_proxy)
         account.callConfig.timerUse = _TIMER[s.session_timer]
         account.callConfig.timerSessExpiresSec = s.session_expires_s
         account.mediaConfig.transportConfig.port = s.rtp_port
