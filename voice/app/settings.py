@@ -428,6 +428,21 @@ class ClusterSettings(Section):
                            "supervisord.conf) and the logs.")
 
 
+class LiveKitSettings(Section):
+    """The LiveKit Agents worker (``python -m voice.livekit``). The server's address and keys
+    come from LiveKit's own variables: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET."""
+
+    agent_name: str = Field("voice-ivr", description="Name rooms dispatch to (explicit "
+                            "dispatch; a SIP dispatch rule names it in its room config).")
+    transfer_to: dict[str, str] = Field({}, description="Human queue -> SIP URI or tel: number "
+                                        "the caller is transferred to (LiveKit SIP sends a "
+                                        "REFER). A queue missing here: the call is ended after "
+                                        "the transfer announcement, and the log says why.")
+    thread_jobs: bool = Field(True, description="Run calls as threads of one process, which "
+                              "shares the loaded models; LiveKit's default, a process per "
+                              "call, loads them again for each (about 0.8 GB).")
+
+
 class TracingSettings(Section):
     """Journey traces (OpenTelemetry). Whether and where they are exported is set by the
     standard OTEL_* variables (see ``voice.app.tracing``); these are what the traces carry."""
@@ -536,6 +551,7 @@ class IvrSettings(BaseSettings):
     carrier: CarrierSettings = Field(default_factory=CarrierSettings)
     webrtc: WebRtcSettings = Field(default_factory=WebRtcSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    livekit: LiveKitSettings = Field(default_factory=LiveKitSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
