@@ -18,9 +18,11 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import ctranslate2
 import numpy as np
+from ctranslate2.models import WhisperGenerationResult
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 
@@ -46,6 +48,12 @@ class Transcript:
     @property
     def is_empty(self) -> bool:
         return not self.text
+
+
+def max_length(prompt_tokens: int, audio_s: float) -> int:
+    """CTranslate2 ``max_length`` for a turn of ``audio_s`` seconds: about 4 tokens a second of
+    speech is generous; the cap stops a repetition loop early."""
+    return min(448, prompt_tokens + int(12 + 8 * audio_s))
 
 
 def window_frames(audio_s: float) -> int:
@@ -76,6 +84,22 @@ class WhisperTranscriber:
         if sample_rate != ASR_SAMPLE_RATE:
             raise ValueError(f"ASR input must be {ASR_SAMPLE_RATE} Hz, got {sample_rate}")
         started = time.perf_counter()
+        audio_s, window = self.encoder_window(samples)
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window[None]),
+                                          to_cpu=False)
+        language = self.languages(encoded)[0]
+        prompt = self.prompt(language)
+        result = self.model.model.generate(
+            encoded, [prompt], max_length=max_length(len(prompt), audio_s),
+            **self.generate_options())[0]
+        return self.transcript(result, language, audio_s, started)
+
+    # The steps of ``transcribe``, shared with the cross-call batch path
+    # (voice/inference/batching.py) so that both apply the same window and rules.
+
+    def encoder_window(self, samples: np.ndarray) -> tuple[float, np.ndarray]:
+        """Seconds of audio and its log-mel window (n_mels x ``window_frames``) for int16 speech
+        at 16 kHz; past 30 s the audio is cut (callers cut turns there)."""
         audio = int16_to_float(samples)
         audio_s = len(audio) / ASR_SAMPLE_RATE
         if len(audio) > FULL_WINDOW_S * ASR_SAMPLE_RATE:
@@ -84,22 +108,31 @@ class WhisperTranscriber:
         features = self.model.feature_extractor(audio, chunk_length=None)[:, :n_frames]
         window = np.full((features.shape[0], n_frames), features.min(), dtype=np.float32)
         window[:, : features.shape[1]] = features
-        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window[None]),
-                                          to_cpu=False)
+        return audio_s, window
 
-        language = self.settings.language
-        if language is None:
-            language = "en"
-            if self.model.model.is_multilingual:
-                language = self.model.model.detect_language(encoded)[0][0][0][2:-2]
+    def languages(self, encoded: ctranslate2.StorageView) -> list[str]:
+        """The decoding language of each encoded window: the configured one, else detected."""
+        batch = encoded.shape[0]
+        if self.settings.language is not None:
+            return [self.settings.language] * batch
+        if not self.model.model.is_multilingual:
+            return ["en"] * batch
+        return [r[0][0][2:-2] for r in self.model.model.detect_language(encoded)]
+
+    def prompt(self, language: str) -> list[int]:
         tokenizer = self._tokenizer(language)
-        prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
-        # About 4 tokens a second of speech is generous; the cap stops a repetition loop early.
-        max_length = min(448, len(prompt) + int(12 + 8 * audio_s))
-        result = self.model.model.generate(
-            encoded, [prompt], beam_size=self.settings.beam_size, max_length=max_length,
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-            no_repeat_ngram_size=0, repetition_penalty=1.0)[0]
+        return list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
+
+    def generate_options(self) -> dict[str, Any]:
+        """CTranslate2 ``generate`` options besides the prompt and ``max_length``."""
+        return dict(beam_size=self.settings.beam_size, return_scores=True,
+                    return_no_speech_prob=True, suppress_blank=True, no_repeat_ngram_size=0,
+                    repetition_penalty=1.0)
+
+    def transcript(self, result: WhisperGenerationResult, language: str, audio_s: float,
+                   started: float) -> Transcript:
+        """The transcript of one generation result, dropped if Whisper scores it no-speech."""
+        tokenizer = self._tokenizer(language)
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         text = tokenizer.decode(tokens).strip()
         length = max(1, len(tokens) + 1)
