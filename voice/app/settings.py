@@ -152,6 +152,15 @@ class AsrSettings(Section):
                                       "below this and high no-speech probability are dropped.")
     workers: int = Field(1, ge=1, description="Concurrent transcriptions per process. Each uses "
                          "models.asr_cpu_threads threads.")
+    batch_window_ms: float = Field(10.0, ge=0, description="Cross-call batching (the inference "
+                                   "tier): how long the first utterance waits for others with "
+                                   "the same encoder window to share its forward pass. Longer "
+                                   "batches more under load and adds that much to a lone turn; "
+                                   "must stay below budget.asr_ms, and no utterance waits past "
+                                   "its deadline.")
+    max_batch: int = Field(16, ge=1, description="Most utterances in one batched forward pass. "
+                           "Larger batches use a GPU better; on a CPU each extra utterance adds "
+                           "its encoder time to everyone's wait in that batch.")
 
 
 class TtsSettings(Section):
@@ -554,6 +563,14 @@ class IvrSettings(BaseSettings):
     livekit: LiveKitSettings = Field(default_factory=LiveKitSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+
+    @model_validator(mode="after")
+    def _check_batching(self) -> IvrSettings:
+        if self.asr.batch_window_ms >= self.budget.asr_ms:
+            raise ValueError(f"asr.batch_window_ms ({self.asr.batch_window_ms:g}) must be below "
+                             f"budget.asr_ms ({self.budget.asr_ms:g}): a batch never waits past "
+                             "a turn's ASR budget")
+        return self
 
     @model_validator(mode="before")
     @classmethod
