@@ -10,6 +10,7 @@ import asyncio
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 from piper import SynthesisConfig
@@ -18,6 +19,9 @@ from models.registry import shared_registry
 from voice.app.settings import IvrSettings
 from voice.asr import Transcript, WhisperTranscriber
 from voice.audio import ASR_SAMPLE_RATE, resample
+
+if TYPE_CHECKING:
+    from voice.inference.client import RemoteEngines
 
 LEAD_QUIET_DBFS = -50.0
 LEAD_KEEP_MS = 10
@@ -86,8 +90,13 @@ _engines: VoiceEngines | None = None
 _engines_lock = threading.Lock()
 
 
-def shared_engines(settings: IvrSettings) -> VoiceEngines:
-    """The process-wide engines (the first caller's settings choose the models)."""
+def shared_engines(settings: IvrSettings) -> VoiceEngines | RemoteEngines:
+    """The process-wide engines (the first caller's settings choose the models); with
+    ``models.inference_url`` set, the client of the host's inference tier instead."""
+    if settings.models.inference_url:
+        from voice.inference.client import shared_remote_engines
+
+        return shared_remote_engines(settings)
     global _engines
     with _engines_lock:
         if _engines is None:

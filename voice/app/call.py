@@ -348,6 +348,9 @@ class Call:
             except Exception as error:  # noqa: BLE001
                 # the call record below is written all the same
                 logger.exception(f"call {self.call_id}: after-call work failed: {error}")
+        inference = self.session.tier.record() if self.session is not None else None
+        if inference:
+            self.record.context["inference"] = inference
         menu_version = getattr(self.state, "menu_version", None)
         if menu_version:
             self.record.context["menu_version"] = menu_version

@@ -151,6 +151,20 @@ def cmd_crm_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inference(args: argparse.Namespace) -> int:
+    from voice.inference.service import serve
+
+    overrides = {"inference__bind": args.bind} if args.bind else {}
+    try:
+        settings = _settings(args, **overrides)
+    except Exception as error:  # noqa: BLE001 - a bad settings file or value: name it, stop
+        print(f"ivr inference: invalid settings: {error}", file=sys.stderr)
+        return 2
+    _serve_logs(args.verbose)
+    asyncio.run(serve(settings))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from voice.app.server import IvrServer
 
@@ -281,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--crm", help="database URL (default from settings)")
     seed.add_argument("--customers", type=int, default=3000)
     seed.set_defaults(func=cmd_crm_seed)
+
+    inference = commands.add_parser("inference", help="one process per host serving ASR, TTS "
+                                     "and embeddings to every worker (models.inference_url)")
+    inference.add_argument("--bind", help="gRPC address: unix:PATH or HOST:PORT "
+                           "(inference.bind)")
+    inference.set_defaults(func=cmd_inference)
 
     serve = commands.add_parser("serve", help="answer SIP calls and serve the HTTP API")
     serve.add_argument("--host", help="SIP bind address (default from settings: 0.0.0.0)")

@@ -47,7 +47,7 @@ class HandlerFactory:
         from handoff.crm import CrmStore
         from intents.classifier import IntentClassifier
         from intents.llm_fallback import LlmFallback
-        from models.registry import shared_registry
+        from voice.inference.client import embedder_for
 
         settings = self.settings
         if (settings.call.llm_phrasing or settings.call.llm_answers) \
@@ -55,7 +55,7 @@ class HandlerFactory:
             raise SystemExit("call.llm_phrasing and call.llm_answers need models.llm_url "
                              "(an OpenAI-compatible URL)")
         menu = bundle.menu
-        embedder = shared_registry(settings.models).embedder()
+        embedder = embedder_for(settings)
         classifier = IntentClassifier(embedder).fit(*menu.training_data())
         # One client for every call, and a menu that asks for it without an LLM URL fails here,
         # at start-up, rather than on the first call.

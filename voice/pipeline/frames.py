@@ -51,6 +51,7 @@ class SayFrame(DataFrame):
 
     text: str
     end_call: bool = False  # hang up once it has been played
+    transfer_to: str | None = None  # hand the caller to this human queue once played
 
 
 @dataclass

@@ -17,6 +17,7 @@ from intents.dialogue.turns import CallInfo, TurnHandler
 from voice.app.settings import IvrSettings
 from voice.asr import Transcript
 from voice.engines import VoiceEngines, shared_engines
+from voice.inference.outage import TierOutage
 from voice.pipeline.frames import SayFrame
 from voice.pipeline.playout import Interrupted, PlayoutBuffer, PlayoutEvent, PlayoutEventKind
 from voice.pipeline.records import LadderStep, TurnRecord
@@ -55,12 +56,14 @@ class CallSession:
         self._emitted: set[int] = set()
         self._heard: dict[int, list[str]] = {}  # reply id -> sentences played in full
         self._asr_downgraded = False
-        self._pending_ladder: str | None = None  # a step that fired between turns
+        self._pending_ladder: list[str] = []  # steps that fired between turns
         self.frames_processed = 0
         self._frame_event = asyncio.Event()
 
+        self.tier = TierOutage(self, self.engines, settings)  # the inference tier's outages
         self.listen = ListenStage(self)
-        self.pipeline = Pipeline([self.listen, RespondStage(self), SpeakStage(self),
+        self.respond = RespondStage(self)
+        self.pipeline = Pipeline([self.listen, self.respond, SpeakStage(self),
                                   PlayoutStage(self)])
         self.worker = PipelineWorker(
             self.pipeline,
@@ -91,6 +94,10 @@ class CallSession:
     async def say(self, text: str, *, end_call: bool = False) -> None:
         """Say ``text`` outside a caller turn (replacing any reply in progress)."""
         await self.worker.queue_frame(SayFrame(text=text, end_call=end_call))
+
+    async def say_now(self, text: str, *, transfer_to: str | None = None) -> None:
+        """Say ``text`` now, even while listen waits on ASR (the frame enters after listen)."""
+        await self.respond.queue_frame(SayFrame(text=text, transfer_to=transfer_to))
 
     async def end(self, reason: str = "caller-hangup") -> None:
         """The caller's audio ended: finish the pipeline, then write every turn record."""
@@ -212,23 +219,34 @@ class CallSession:
         fallback = self.settings.budget.asr_fallback
         transcriber = self.engines.fallback(fallback) if self._asr_downgraded and fallback \
             else None
-        return await self.engines.transcribe(audio16, transcriber)
+        transcript = await self.tier.run(
+            "asr", lambda: self.engines.transcribe(audio16, transcriber))
+        if transcript is None:  # the inference tier stayed down: the caller was handed over
+            return Transcript(text="", language="", no_speech_prob=0.0, avg_logprob=0.0,
+                              audio_s=len(audio16) / 16000, elapsed_ms=0.0,
+                              dropped="inference tier unavailable")
+        return transcript
 
     async def synthesize(self, text: str) -> bytes:
-        return await self.engines.synthesize(text, self.transport_rate)
+        pcm = await self.tier.run("tts", lambda: self.engines.synthesize(text,
+                                                                         self.transport_rate))
+        return pcm or b""
 
     def downgrade_asr(self) -> None:
         if not self._asr_downgraded:
             logger.warning(f"{self.call_id}: ASR over budget, switching to the fallback model")
             self._asr_downgraded = True
-            self._pending_ladder = LadderStep.SMALLER_ASR.value
+            self.note_ladder(LadderStep.SMALLER_ASR.value)
+
+    def note_ladder(self, step: str) -> None:
+        """A ladder step taken before the turn's record exists: the next record gets it."""
+        self._pending_ladder.append(step)
 
     # -- turn records ------------------------------------------------------------------------------
 
     def add_turn(self, record: TurnRecord) -> None:
-        if self._pending_ladder:
-            record.ladder.append(self._pending_ladder)
-            self._pending_ladder = None
+        record.ladder.extend(self._pending_ladder)
+        self._pending_ladder = []
         self.turns[record.index] = record
 
     def turn(self, index: int) -> TurnRecord:

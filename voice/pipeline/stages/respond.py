@@ -75,7 +75,8 @@ class RespondStage(FrameProcessor):
             await self._resume(frame.reply_id)
         elif isinstance(frame, SayFrame):
             await self._cancel_answer()
-            self._start_answer(turn_index=0, reply=Reply(text=frame.text, end_call=frame.end_call))
+            self._start_answer(turn_index=0, reply=Reply(text=frame.text, end_call=frame.end_call,
+                                                         transfer_to=frame.transfer_to))
         elif isinstance(frame, InterruptionFrame):
             await self._cancel_answer()
             await self.push_frame(frame, direction)
