@@ -14,6 +14,7 @@ from sqlalchemy import ForeignKey, Integer, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from handoff.db import open_engine
+from handoff.migrate import upgrade
 
 DEMO_PHONE = "+15550000001"
 DEMO_ACCOUNT = "90000001"
@@ -144,7 +145,7 @@ class CrmStore:
 
     def __init__(self, url: str = "sqlite:///var/crm.sqlite") -> None:
         self.engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
+        upgrade(self.engine, "crm")  # the schema at its newest (handoff.migrate)
 
     def customer_by_phone(self, phone: str) -> Customer | None:
         digits = "".join(c for c in phone if c.isdigit())[-10:]

@@ -1,4 +1,4 @@
-"""Opening the stores' databases: one place for what every store needs from SQLite, and
+"""Opening the stores' databases: one place for what every store needs from its database, and
 what every store writes and returns: text that any database and any JSON encoder accept.
 
 The CRM, the handoff store and the call store share the same database settings: SQLite (WAL,
@@ -34,13 +34,28 @@ def _in_memory(url: str) -> bool:
         or "mode=memory" in url
 
 
+def normalize_url(url: str) -> str:
+    """``url`` with PostgreSQL through psycopg 3: ``postgresql://`` and ``postgres://`` (what
+    libpq tools and hosted databases hand out) would make SQLAlchemy look for psycopg2, which
+    is not installed."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
 def open_engine(url: str) -> Engine:
     """A SQLAlchemy engine for ``url``, with the SQLite settings above when it is SQLite.
+    PostgreSQL goes through psycopg 3 (:func:`normalize_url`); its pooled connections are
+    checked before use (``pool_pre_ping``), so a restarted server costs no failed write.
 
     An in-memory SQLite database exists once per connection, so it gets one connection shared
     by every thread (StaticPool): store and CRM calls run in worker threads, off the event
     loop, and must all see the same database."""
+    url = normalize_url(url)
     ensure_sqlite_dir(url)
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True)
     if _in_memory(url):
         engine = create_engine(url, poolclass=StaticPool,
                                connect_args={"check_same_thread": False})

@@ -178,6 +178,10 @@ class DesktopHub:
         record["updated_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
         self._broadcast({"type": "state", "transfer": transfer.state(with_package=False)})
 
+    def holds(self, handoff_id: str) -> bool:
+        """Whether the hub holds this transfer (published, not yet dropped from history)."""
+        return handoff_id in self._transfers
+
     def pending(self) -> list[dict[str, Any]]:
         """Transfers no agent can be connected to yet or still (outcome not closed), oldest
         first, each as ``{"handoff_id", "accepted_by", "outcome", "package"}``."""

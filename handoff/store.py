@@ -23,17 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from handoff.db import json_safe, open_engine
+from handoff.migrate import upgrade
 from handoff.package import HandoffPackage, TransferOutcome, now_iso, validated_dict
 
 OUTCOMES: tuple[str, ...] = TransferOutcome.__args__  # type: ignore[attr-defined]
 #: An agent's one-click verdict after a transfer: the escalation was right, or the IVR could
 #: have served the caller itself (escalation accuracy from the agents' side).
 DISPOSITIONS = ("needed-human", "could-have-been-served")
+#: PostgreSQL channel on which every new handoff and transfer change is announced.
+NOTIFY_CHANNEL = "ivr_handoffs"
 
 
 class _Base(DeclarativeBase):
@@ -47,7 +50,9 @@ class HandoffRow(_Base):
     created_at: Mapped[str] = mapped_column(String(40), index=True)
     package: Mapped[dict[str, Any]] = mapped_column(JSON)
     transfer_outcome: Mapped[str] = mapped_column(String(16), default="pending")
-    updated_at: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[str] = mapped_column(String(40), index=True)  # what the live feed polls
+    # The worker whose call it came from (migration handoffs_0002); None before it.
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class DeliveryRow(_Base):
@@ -63,8 +68,7 @@ class DeliveryRow(_Base):
 
 
 class DispositionRow(_Base):
-    """One per handoff; a table of its own, so databases made before it gain it at start-up
-    (``create_all`` adds tables, not columns)."""
+    """An agent's verdict, one per handoff (a table of its own since before migrations)."""
 
     __tablename__ = "handoff_dispositions"
     handoff_id: Mapped[str] = mapped_column(ForeignKey("handoffs.id"), primary_key=True)
@@ -89,13 +93,15 @@ class HandoffStore:
     """Save packages, follow their transfer, record webhook deliveries, list the latest."""
 
     def __init__(self, url: str = "sqlite:///var/handoffs.sqlite",
-                 spool_dir: Path | str = "var/handoff-spool") -> None:
+                 spool_dir: Path | str = "var/handoff-spool", *,
+                 worker: str | None = None) -> None:
         self.url = url
         self.spool_dir = Path(spool_dir)
+        self.worker = worker  # stamped on each handoff row written here (worker_id)
         self.engine = open_engine(url)  # WAL: the desktop reads while calls write
         self._spool_pending = bool(self.spooled())
         try:
-            _Base.metadata.create_all(self.engine)
+            upgrade(self.engine, "handoffs")  # the schema at its newest (handoff.migrate)
         except SQLAlchemyError as error:  # writes will spool until the database comes back
             logger.error(f"handoff store {url} unavailable, spooling to {self.spool_dir}: "
                          f"{error}")
@@ -205,6 +211,19 @@ class HandoffStore:
                                                               HandoffRow.id).limit(limit)))
             return json_safe(self._with_deliveries(s, rows))
 
+    def changed_since(self, updated_iso: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Handoffs created or changed at or after ``updated_iso``, oldest change first, as
+        ``{"handoff_id", "updated_at", "outcome", "worker_id"}``: what the live feed polls
+        where there is no LISTEN/NOTIFY (SQLite)."""
+        with Session(self.engine) as s:
+            return [{"handoff_id": r.id, "updated_at": r.updated_at,
+                     "outcome": r.transfer_outcome, "worker_id": r.worker_id}
+                    for r in s.execute(select(HandoffRow.id, HandoffRow.updated_at,
+                                              HandoffRow.transfer_outcome, HandoffRow.worker_id)
+                                       .where(HandoffRow.updated_at >= updated_iso)
+                                       .order_by(HandoffRow.updated_at, HandoffRow.id)
+                                       .limit(limit))]
+
     def deliveries(self, handoff_id: str) -> list[Delivery]:
         with Session(self.engine) as s:
             return [_delivery(r) for r in s.scalars(
@@ -275,7 +294,20 @@ class HandoffStore:
             s.add(HandoffRow(id=data["handoff_id"], call_id=data["call"]["call_id"],
                              created_at=data["created_at"], package=data,
                              transfer_outcome=data["transfer"]["outcome"],
-                             updated_at=data["transfer"]["updated_at"]))
+                             updated_at=data["transfer"]["updated_at"],
+                             worker_id=self.worker))
+            self._notify(s, "package", data["handoff_id"], data["transfer"]["outcome"])
+
+    def _notify(self, s: Session, kind: str, handoff_id: str, outcome: str) -> None:
+        """On PostgreSQL, tell every listening worker (``LISTEN ivr_handoffs``) of the change;
+        sent at commit, so a listener that reads the row finds it. The payload is small
+        (NOTIFY carries at most 8000 bytes): listeners read the package from the table."""
+        if self.engine.dialect.name != "postgresql":
+            return  # SQLite: the live feed polls (handoff.live)
+        payload = json.dumps({"kind": kind, "handoff_id": handoff_id, "outcome": outcome,
+                              "worker": self.worker})
+        s.execute(text("SELECT pg_notify(:channel, :payload)"),
+                  {"channel": NOTIFY_CHANNEL, "payload": payload})
 
     def _apply_transfer(self, change: dict[str, Any]) -> None:
         with Session(self.engine) as s, s.begin():
@@ -295,6 +327,7 @@ class HandoffStore:
             package["transfer"] = transfer
             row.package = validated_dict(package)  # a new dict: SQLAlchemy sees the change
             row.transfer_outcome, row.updated_at = change["outcome"], change["at"]
+            self._notify(s, "transfer", row.id, change["outcome"])
 
     def _merge_disposition(self, row: dict[str, Any]) -> None:
         with Session(self.engine) as s, s.begin():
@@ -323,7 +356,8 @@ class HandoffStore:
             for d in s.scalars(select(DeliveryRow).where(DeliveryRow.handoff_id.in_(ids))
                                .order_by(DeliveryRow.id)):
                 by_id[d.handoff_id].append(asdict(_delivery(d)))
-        return [{**r.package, "deliveries": by_id[r.id]} for r in rows]
+        return [{**r.package, "worker_id": r.worker_id, "deliveries": by_id[r.id]}
+                for r in rows]
 
     def _spool(self, kind: str, data: dict[str, Any], error: Exception | None) -> Path:
         """Write ``data`` where the database cannot lose it; raises only if the disk refuses

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from handoff.db import json_safe, open_engine
+from handoff.migrate import upgrade
 
 #: ``end_reason`` of a call whose worker died while it was up (found open at the next start).
 WORKER_LOST = "worker-lost"
@@ -55,6 +57,9 @@ class CallRow(Base):
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
     context: Mapped[dict] = mapped_column(JSON, default=dict)  # X- headers, menu version, stats
+    # The worker that wrote the row (also in context.worker, where rows before migration
+    # calls_0002 kept it): indexed, so reconciling a dead worker reads only its rows.
+    worker_id: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
 
 
 class TurnRow(Base):
@@ -62,6 +67,18 @@ class TurnRow(Base):
     call_id: Mapped[str] = mapped_column(ForeignKey("calls.id"), primary_key=True)
     turn: Mapped[int] = mapped_column(Integer, primary_key=True)
     record: Mapped[dict] = mapped_column(JSON)
+
+
+class WorkerRow(Base):
+    """One live (or dead) worker of the pool: its heartbeat. A worker whose ``last_seen`` is
+    older than ``server.worker_lost_after_s`` is dead, and any live worker closes its calls."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float, index=True)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -107,7 +124,7 @@ class CallStore:
     def __init__(self, url: str, spool_dir: str | Path = "var/spool",
                  worker: str | None = None) -> None:
         self.engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
+        upgrade(self.engine, "calls")  # the schema at its newest (handoff.migrate)
         self.spool_dir = Path(spool_dir)
         self.worker = worker
         self._limits = _limits()
@@ -191,28 +208,101 @@ class CallStore:
 
         Call it at start-up, before the first call is accepted: every open row of this worker
         is then a call of its previous life. Rows of other workers are left alone (they may be
-        live). Rows that name no worker (written before workers were recorded) are closed
-        when they started before ``unowned_before`` (a time no call can have lasted since).
+        live; :meth:`close_dead_workers` closes those of workers that stopped heartbeating).
+        Rows that name no worker (written before workers were recorded) are closed when they
+        started before ``unowned_before`` (a time no call can have lasted since).
         """
-        closed = []
         with self._lock, Session(self.engine) as s, s.begin():
-            for row in s.scalars(select(CallRow).where(CallRow.ended_at.is_(None))):
-                owner = (row.context or {}).get("worker")
-                if owner != worker and not (owner is None and unowned_before is not None
-                                            and row.started_at < unowned_before):
-                    continue
-                last = max(row.started_at, row.answered_at or 0.0)
-                for turn in s.scalars(select(TurnRow).where(TurnRow.call_id == row.id)):
-                    spoken = (turn.record or {}).get("speech_end_s")
-                    if isinstance(spoken, int | float):
-                        last = max(last, (row.answered_at or row.started_at) + spoken)
-                row.ended_at = last
-                row.end_reason = WORKER_LOST
-                row.context = {**(row.context or {}), "closed_at_start_by": worker}
-                closed.append(row.id)
+            rows = []
+            for row in s.scalars(select(CallRow).where(
+                    CallRow.ended_at.is_(None),
+                    (CallRow.worker_id == worker) | CallRow.worker_id.is_(None))):
+                owner = row.worker_id or (row.context or {}).get("worker")
+                if owner == worker or (owner is None and unowned_before is not None
+                                       and row.started_at < unowned_before):
+                    rows.append(row)
+            closed = self._close(s, rows, "closed_at_start_by", worker)
         if closed:
             logger.warning(f"call store: {len(closed)} call(s) left open by a previous run of "
                            f"worker {worker} closed as {WORKER_LOST}")
+        return closed
+
+    # -- the pool: heartbeats, and calls of dead workers ----------------------------------------
+
+    def heartbeat(self, now: float | None = None) -> None:
+        """Say this worker is alive (its ``workers`` row, ``last_seen`` = now). Call it at
+        start-up, before the first call, and then every ``server.heartbeat_interval_s``."""
+        if not self.worker:
+            raise ValueError("heartbeat(): this CallStore has no worker identity")
+        now = time.time() if now is None else now
+        with Session(self.engine) as s, s.begin():
+            row = s.get(WorkerRow, self.worker)
+            if row is None:
+                s.add(WorkerRow(id=self.worker, host=socket.gethostname()[:128],
+                                pid=os.getpid(), started_at=now, last_seen=now))
+            else:
+                row.last_seen, row.pid = now, os.getpid()
+
+    def leave(self) -> None:
+        """Remove this worker's heartbeat (a clean stop: no call of it is left open, and no
+        other worker should wait for it)."""
+        if self.worker:
+            with Session(self.engine) as s, s.begin():
+                row = s.get(WorkerRow, self.worker)
+                if row is not None:
+                    s.delete(row)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The workers with a heartbeat, most recently seen first."""
+        with Session(self.engine) as s:
+            return [{"worker_id": w.id, "host": w.host, "pid": w.pid,
+                     "started_at": _iso(w.started_at), "last_seen": _iso(w.last_seen)}
+                    for w in s.scalars(select(WorkerRow).order_by(WorkerRow.last_seen.desc()))]
+
+    def close_dead_workers(self, lost_after_s: float, now: float | None = None
+                           ) -> dict[str, list[str]]:
+        """Close the open calls of every other worker whose heartbeat is older than
+        ``lost_after_s`` (``end_reason: worker-lost``, ``ended_at`` as in
+        :meth:`close_lost_calls`), and forget those workers. Returns the closed call ids by
+        worker. Any live worker may run it: on PostgreSQL each dead worker's row is locked
+        (``FOR UPDATE SKIP LOCKED``), so two live workers never close the same calls twice.
+        A worker that was only slow and comes back writes its calls' real end over it."""
+        now = time.time() if now is None else now
+        cutoff = now - lost_after_s
+        with Session(self.engine) as s:
+            dead = list(s.scalars(select(WorkerRow.id).where(WorkerRow.last_seen < cutoff)))
+        closed: dict[str, list[str]] = {}
+        for worker in dead:
+            if worker == self.worker:
+                continue
+            with self._lock, Session(self.engine) as s, s.begin():
+                row = s.scalars(select(WorkerRow).where(WorkerRow.id == worker,
+                                                        WorkerRow.last_seen < cutoff)
+                                .with_for_update(skip_locked=True)).first()
+                if row is None:  # came back, or another live worker has it
+                    continue
+                rows = list(s.scalars(select(CallRow).where(CallRow.worker_id == worker,
+                                                            CallRow.ended_at.is_(None))
+                                      .with_for_update()))
+                closed[worker] = self._close(s, rows, "closed_by", self.worker or "unknown")
+                s.delete(row)
+            logger.warning(f"call store: worker {worker} silent for over {lost_after_s:.0f} s; "
+                           f"{len(closed[worker])} of its call(s) closed as {WORKER_LOST}")
+        return closed
+
+    def _close(self, s: Session, rows: list[CallRow], key: str, by: str) -> list[str]:
+        """Close ``rows`` as worker-lost at the last time each call was known up."""
+        closed = []
+        for row in rows:
+            last = max(row.started_at, row.answered_at or 0.0)
+            for turn in s.scalars(select(TurnRow).where(TurnRow.call_id == row.id)):
+                spoken = (turn.record or {}).get("speech_end_s")
+                if isinstance(spoken, int | float):
+                    last = max(last, (row.answered_at or row.started_at) + spoken)
+            row.ended_at = last
+            row.end_reason = WORKER_LOST
+            row.context = {**(row.context or {}), key: by}
+            closed.append(row.id)
         return closed
 
     # -- reads ----------------------------------------------------------------------------------
@@ -277,6 +367,7 @@ class CallStore:
             "source": row.source, "codec": row.codec,
             "started_at": _iso(row.started_at), "answered_at": _iso(row.answered_at),
             "ended_at": _iso(row.ended_at), "end_reason": row.end_reason,
+            "worker_id": row.worker_id or (row.context or {}).get("worker"),
             "context": row.context or {}, "turns": turns})
 
     # -- internals ----------------------------------------------------------------------------
@@ -292,8 +383,10 @@ class CallStore:
         return data
 
     def _merge_call(self, data: dict[str, Any]) -> None:
+        worker = (data.get("context") or {}).get("worker")
+        worker = worker[:128] if isinstance(worker, str) and worker else None
         with Session(self.engine) as s, s.begin():
-            s.merge(CallRow(**data))
+            s.merge(CallRow(**data, worker_id=worker))
 
     def _merge_turn(self, call_id: str, turn: dict[str, Any]) -> None:
         with Session(self.engine) as s, s.begin():

@@ -128,6 +128,7 @@ class IvrServer:
         self.hub = None  # DesktopHub
         self.pusher = None  # WebhookPusher
         self.publisher: HandoffPublisher | None = None  # warm transfers, when set up
+        self.feed = None  # HandoffFeed: other workers' handoffs onto this desktop
         self._call_tasks: set[asyncio.Task] = set()
         self.auth: BearerAuth | None = None  # who may read caller data (set up with handoff)
 
@@ -177,10 +178,18 @@ class IvrServer:
         print(f"ivr serve: ready; SIP {sip}; HTTP http://{self.settings.server.http_host}:"
               f"{http_port}", flush=True)
         flows_task = asyncio.create_task(self.flows.run(), name="flows")
+        pool_tasks = [asyncio.create_task(self._heartbeats(), name="heartbeats")]
+        if self.feed is not None:
+            pool_tasks.append(asyncio.create_task(self.feed.run(), name="desktop-feed"))
         await self._stopping.wait()
         flows_task.cancel()
         await asyncio.gather(flows_task, return_exceptions=True)
         await self._drain()
+        for task in pool_tasks:  # after the drain: this worker's calls are all written
+            task.cancel()
+        await asyncio.gather(*pool_tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.leave)
         for record in self.refusals.flush():
             await asyncio.to_thread(self.store.save_call, record)
         if self.hub is not None:  # agents' pages reconnect to another node
@@ -228,13 +237,19 @@ class IvrServer:
         from handoff.webhooks import WebhookPusher
 
         cfg = self.settings.handoff
-        self.handoffs = HandoffStore(cfg.db_url, cfg.spool_dir)  # replays its spool
+        self.handoffs = HandoffStore(cfg.db_url, cfg.spool_dir,  # replays its spool
+                                     worker=self.worker)
         tokens = desktop_tokens([t.get_secret_value() for t in cfg.desktop_tokens])
         self.auth = self._api_auth(tokens)
         self.routers.append(handoff_router(self.handoffs, tokens=self.auth))
         if tokens:
+            from handoff.live import HandoffFeed
+
             self.hub = DesktopHub(tokens, on_disposition=self._disposition)
             self.routers.append(desktop_router(self.hub))
+            # Handoffs of the other workers sharing the store (LISTEN/NOTIFY or polling).
+            self.feed = HandoffFeed(self.handoffs, self.hub,
+                                    poll_s=self.settings.server.desktop_poll_s)
         if cfg.webhook_urls:
             self.pusher = WebhookPusher(cfg.webhook_urls, cfg.webhook_secret.get_secret_value(),
                                         self.handoffs, attempts=cfg.webhook_attempts,
@@ -311,13 +326,33 @@ class IvrServer:
     def _recover_records(self) -> None:
         """Finish what a previous run left: spooled records into the database, then this
         worker's calls that were up when it died closed as ``worker-lost`` (an open row of this
-        worker now cannot be a live call: no call is accepted before this returns)."""
+        worker now cannot be a live call: no call is accepted before this returns), and
+        those of other workers whose heartbeat stopped."""
         self.store.replay_spool()
+        self.store.heartbeat()  # alive, before any other worker could judge it dead
         longest = self.settings.call.max_call_s + self.settings.sip.shutdown_grace_s + 300
         closed = self.store.close_lost_calls(self.worker,
                                              unowned_before=time.time() - longest)
         if closed:
             self.metrics.calls_total.labels(WORKER_LOST).inc(len(closed))
+        self._close_dead_workers()
+
+    def _close_dead_workers(self) -> None:
+        lost = self.store.close_dead_workers(self.settings.server.worker_lost_after_s)
+        closed = sum(len(calls) for calls in lost.values())
+        if closed:
+            self.metrics.calls_total.labels(WORKER_LOST).inc(closed)
+
+    async def _heartbeats(self) -> None:
+        """This worker's heartbeat in the shared call store, and the calls of workers whose
+        heartbeat stopped closed as worker-lost, every ``server.heartbeat_interval_s``."""
+        while True:
+            await asyncio.sleep(self.settings.server.heartbeat_interval_s)
+            try:
+                await asyncio.to_thread(self.store.heartbeat)
+                await asyncio.to_thread(self._close_dead_workers)
+            except Exception as error:  # noqa: BLE001 - the database is away; next beat
+                logger.warning(f"ivr serve: heartbeat failed: {error}")
 
     def _warm(self) -> None:
         shared_engines(self.settings)  # ASR, TTS and VAD loaded once, before the first call

@@ -397,6 +397,19 @@ class ServerSettings(Section):
                                   "'<hostname>:<sip.port>'. Set a stable, unique one when the "
                                   "hostname changes on restart (containers) and several workers "
                                   "share a database.")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="How often this worker writes "
+                                        "its heartbeat to the call store (the workers table) "
+                                        "and looks for workers that stopped writing theirs.")
+    worker_lost_after_s: float = Field(30.0, gt=0, description="A worker whose heartbeat is "
+                                       "older than this is dead: any live worker sharing the "
+                                       "database closes its open calls as worker-lost. Several "
+                                       "heartbeat intervals, so that a busy worker is not "
+                                       "declared dead; a slow one that comes back writes its "
+                                       "calls' real end over it.")
+    desktop_poll_s: float = Field(1.0, gt=0, description="With a SQLite handoff store (no "
+                                  "LISTEN/NOTIFY), how often the agent desktop polls it for "
+                                  "handoffs of other workers; with PostgreSQL, the wait before "
+                                  "a lost LISTEN connection is opened again.")
 
 
 class ClusterSettings(Section):

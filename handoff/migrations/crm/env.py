@@ -1,0 +1,7 @@
+"""Alembic environment of the crm store's migrations (see handoff.migrate)."""
+
+from alembic import context
+
+from handoff.migrate import run_env
+
+run_env(context)
