@@ -152,6 +152,7 @@ def cmd_crm_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_inference(args: argparse.Namespace) -> int:
+    from models.errors import ModelNotFound
     from voice.inference.service import serve
 
     overrides = {"inference__bind": args.bind} if args.bind else {}
@@ -161,7 +162,11 @@ def cmd_inference(args: argparse.Namespace) -> int:
         print(f"ivr inference: invalid settings: {error}", file=sys.stderr)
         return 2
     _serve_logs(args.verbose)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ModelNotFound as error:  # a model without a local copy: nothing is downloaded
+        print(f"ivr inference: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
