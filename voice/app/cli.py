@@ -195,6 +195,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(IvrServer(settings).run())
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from voice.app import cluster
+
+    try:
+        plan = cluster.plan(args.config, workers=args.workers, directory=args.dir)
+    except Exception as error:  # noqa: BLE001 - a bad settings file or value: name it, stop
+        print(f"ivr cluster: invalid settings: {error}", file=sys.stderr)
+        return 2
+    if args.generate_only:
+        for path in cluster.write(plan):
+            print(path)
+        return 0
+    return cluster.run(plan)
+
+
 def _serve_logs(verbose: bool) -> None:
     """One line per call event from our code; only warnings from the libraries."""
     from loguru import logger
@@ -318,6 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--agent", action="append", help="SIP URI of an agent for warm "
                        "transfers (repeat for a queue tried in order)")
     serve.set_defaults(func=cmd_serve)
+
+    cluster = commands.add_parser("cluster", help="a Kamailio edge and N `ivr serve` workers "
+                                  "on this host, run by supervisord (settings: cluster)")
+    cluster.add_argument("--workers", type=int, help="number of workers (cluster.workers)")
+    cluster.add_argument("--dir", type=Path, help="where the configs and logs go "
+                         "(cluster.directory)")
+    cluster.add_argument("--generate-only", action="store_true",
+                         help="write the configs and exit")
+    cluster.set_defaults(func=cmd_cluster)
 
     report = commands.add_parser("report", help="contact-centre figures of the stored records "
                                  "as an HTML report with plots")

@@ -1,0 +1,316 @@
+"""`ivr cluster` on loopback: Kamailio (the generated config) in front of three real `ivr serve`
+workers, run by supervisord, with real callers over SIP/RTP.
+
+One cluster serves the whole scenario (workers take tens of seconds to load their models on
+this machine): nine concurrent callers speaking, spread over the workers; a tenth refused with
+503 and Retry-After; one worker killed with SIGKILL mid-call, marked down by Kamailio's probes,
+new calls on the live workers, no gap in the audio of the calls on those; the dead worker's
+calls closed as ``worker-lost`` when supervisord has restarted it; a warm transfer whose agent
+leg goes out through the edge.
+
+The callers here are raw-socket SIP/RTP callers (bench/sipkit.RawCall) that honour the edge's
+Record-Route, play a recording over RTP and stamp each RTP packet they receive with its kernel
+arrival time: that is where an audio gap is measured, as the caller gets it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.harness import API_TOKEN, PYTHON, ROOT, free_port, peer_result, run_peer
+from bench.sipkit import RawCall, header, headers
+
+pytestmark = [pytest.mark.slow]
+
+KAMAILIO = Path("/usr/sbin/kamailio")
+SUPERVISORD = Path("/usr/bin/supervisord")
+CALLS = ROOT / "tests" / "fixtures" / "calls"
+PROBE_INTERVAL_S = 2
+PROBE_TIMEOUT_MS = 1000
+
+
+def free_block(n: int) -> int:
+    """The first of ``n`` consecutive ports free for UDP and TCP on loopback."""
+    for _ in range(200):
+        first = random.randint(21000, 59000)
+        try:
+            for port in range(first, first + n):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError("no free port block")
+
+
+def mulaw_recording(name: str) -> bytes:
+    from voice.audio import mulaw_encode, read_audio, resample
+
+    chunk = read_audio(CALLS / name)
+    return mulaw_encode(resample(chunk.samples, chunk.sample_rate, 8000).astype(np.int16))
+
+
+class EdgeCall(RawCall):
+    """A RawCall that keeps the proxy's Record-Route (so ACK and BYE go through the edge, as
+    a trunk's would), plays ``speech`` (mu-law) once media is up, and keeps what it hears."""
+
+    def __init__(self, edge: tuple[str, int], speech: bytes, caller: str) -> None:
+        super().__init__(edge, caller=caller.encode())
+        self.route: list[bytes] = []
+        self.speech = speech
+        self.heard: list[tuple[float, bytes]] = []
+        self.code = 0
+        self.failure: bytes | None = None
+
+    def _head(self, method: bytes, uri: bytes, cseq: int) -> bytes:
+        head = super()._head(method, uri, cseq)
+        return head + b"".join(b"Route: " + r + b"\r\n" for r in self.route)
+
+    def _ack(self, response, cseq: int) -> None:
+        if response.code < 300:
+            found = [v.strip() for h in headers(response.raw, "Record-Route")
+                     for v in h.split(b",")]
+            self.route = list(reversed(found))
+        else:
+            self.failure = response.raw
+        super()._ack(response, cseq)
+
+    def _rtp_out(self) -> None:
+        seq, ts, sent = 0, 0, 0
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            if self.remote_media:
+                payload = self.speech[sent:sent + 160]
+                payload += b"\xff" * (160 - len(payload))  # mu-law silence after the speech
+                sent += 160
+                packet = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts, 0x5EED) + payload
+                try:
+                    self.rtp.sendto(packet, self.remote_media)
+                except OSError:
+                    pass
+                seq, ts = seq + 1, (ts + 160) & 0xFFFFFFFF
+            next_at += 0.02
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _rtp_in(self) -> None:
+        self.rtp.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data, ancillary, _, _ = self.rtp.recvmsg(2048, 64)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            stamp = time.time()
+            for level, kind, raw in ancillary:
+                if level == socket.SOL_SOCKET and kind == 35:  # SO_TIMESTAMPNS
+                    seconds, nanos = struct.unpack("qq", raw[:16])
+                    stamp = seconds + nanos / 1e9
+            self.arrivals.append(stamp)
+            self.heard.append((stamp, data[12:]))
+
+    @property
+    def worker_port(self) -> int | None:
+        """The SIP port of the worker that answered (from its Contact)."""
+        found = re.search(rb"sip:[^@>]*@?127\.0\.0\.1:(\d+)", self.remote_target)
+        return int(found.group(1)) if found else None
+
+    def audible_s(self) -> float:
+        """Seconds of what this caller received that were louder than line noise."""
+        from voice.audio import mulaw_decode
+
+        loud = sum(1 for _, p in self.heard
+                   if np.abs(mulaw_decode(p).astype(np.int32)).mean() > 300)
+        return loud * 0.02
+
+
+def place(call: EdgeCall, results: dict, key: str) -> None:
+    call.code = call.invite(timeout_s=15)
+    results[key] = call.code
+    if call.code == 200:
+        call.start_media()
+
+
+def get(port: int, path: str):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={"Authorization": f"Bearer {API_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def calls_of(worker, limit: int = 50) -> list[dict]:
+    return get(worker.http_port, f"/api/calls?limit={limit}")
+
+
+@pytest.fixture(scope="module")
+def agent_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, agent_port):
+    if not (KAMAILIO.exists() and SUPERVISORD.exists()):
+        pytest.skip("kamailio or supervisor missing (`make test` installs them)")
+    from handoff.crm import CrmStore, seed
+    from voice.app import cluster as cluster_mod
+
+    workdir = tmp_path_factory.mktemp("cluster")
+    crm_url = f"sqlite:///{workdir / 'crm.sqlite'}"
+    seed(CrmStore(crm_url), customers=50)
+    base = {
+        "call": {"handler": "manager", "crm_url": crm_url, "max_silence_s": 60},
+        "sip": {"max_calls": 3},
+        "server": {"store_url": f"sqlite:///{workdir / 'ivr.sqlite'}",
+                   "spool_dir": str(workdir / "spool"), "api_tokens": [API_TOKEN]},
+        "handoff": {"agent_uris": [f"sip:agent@127.0.0.1:{agent_port}"], "ring_timeout_s": 6,
+                    "db_url": f"sqlite:///{workdir / 'handoffs.sqlite'}",
+                    "spool_dir": str(workdir / "handoff-spool"),
+                    "desktop_tokens": [f"Dana:{API_TOKEN}"]},
+        "cluster": {"workers": 3, "edge_port": free_port(), "first_sip_port": free_block(3),
+                    "first_http_port": free_block(3), "probe_interval_s": PROBE_INTERVAL_S,
+                    "probe_timeout_ms": PROBE_TIMEOUT_MS, "directory": str(workdir / "c")},
+    }
+    base["sip"]["rtp_port"] = 20000 + base["cluster"]["first_sip_port"] % 20000
+    (workdir / "ivr.yaml").write_text(json.dumps(base))
+    plan = cluster_mod.plan(workdir / "ivr.yaml")
+    log = open(workdir / "cluster.log", "w")
+    proc = subprocess.Popen([PYTHON, "-m", "voice.app.cli", "--config", str(workdir / "ivr.yaml"),
+                             "cluster"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        plan.wait_active(timeout_s=400)
+        yield plan
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_kamailio_spreads_refuses_fails_over_and_the_dead_workers_calls_are_closed(cluster):
+    edge = ("127.0.0.1", cluster.settings.cluster.edge_port)
+    speech = mulaw_recording("order_question_8k.wav")
+    by_port = {w.sip_port: w for w in cluster.workers}
+
+    # Nine callers, one after another, all talking at once.
+    calls = [EdgeCall(edge, speech, f"+1555700{i:04d}") for i in range(9)]
+    codes: dict[str, int] = {}
+    for i, call in enumerate(calls):
+        place(call, codes, str(i))
+        time.sleep(0.3)
+    assert [c.code for c in calls] == [200] * 9, (codes, cluster.dispatcher_states())
+    spread = {w.index: sum(1 for c in calls if c.worker_port == w.sip_port)
+              for w in cluster.workers}
+    assert spread == {1: 3, 2: 3, 3: 3}, spread
+
+    # A tenth: every worker is full, so the edge answers 503 with Retry-After.
+    tenth = EdgeCall(edge, speech, "+15557009999")
+    assert tenth.invite(timeout_s=15) == 503
+    assert tenth.failure is not None and header(tenth.failure, "Retry-After") == \
+        str(cluster.settings.sip.retry_after_s).encode()
+    tenth.close()
+
+    for call in calls:  # let them speak and be answered (both turns of the recording)
+        threading.Thread(target=call.poll, args=(11.0,), daemon=True).start()
+    time.sleep(11.5)
+
+    # Kill -9 worker 2 mid-call.
+    victim = cluster.workers[1]
+    doomed = [c for c in calls if c.worker_port == victim.sip_port]
+    living = [c for c in calls if c.worker_port != victim.sip_port]
+    killed_at = time.time()
+    os.kill(cluster.pid(victim), signal.SIGKILL)
+    while "I" not in cluster.dispatcher_states().get(victim.sip_uri, ""):
+        assert time.time() - killed_at < 30, cluster.dispatcher_states()
+        time.sleep(0.1)
+    marked_down_s = time.time() - killed_at
+    # Probes go out every interval; one unanswered for the probe timeout marks it down.
+    assert marked_down_s <= PROBE_INTERVAL_S + PROBE_TIMEOUT_MS / 1000 + 1.0, marked_down_s
+
+    # Free one place on each live worker; new calls go there, never to the dead worker.
+    ended = [next(c for c in living if c.worker_port == w.sip_port)
+             for w in cluster.workers if w is not victim]
+    for call in ended:
+        assert call.bye() == 200
+    fresh = [EdgeCall(edge, speech, f"+1555701{i:04d}") for i in range(2)]
+    for i, call in enumerate(fresh):
+        place(call, codes, f"fresh{i}")
+    assert [c.code for c in fresh] == [200, 200], codes
+    assert {c.worker_port for c in fresh} == {w.sip_port for w in cluster.workers
+                                              if w is not victim}
+    still = [c for c in living if c not in ended]
+    for call in [*still, *fresh]:
+        threading.Thread(target=call.poll, args=(10.0,), daemon=True).start()
+    time.sleep(10.5)
+    window_end = time.time()
+
+    # The calls on the live workers kept their audio through the kill.
+    gaps = {c.caller.decode(): c.max_gap_ms(since=killed_at - 1.0, until=window_end)
+            for c in still}
+    assert all(g is not None and g <= 200 for g in gaps.values()), gaps
+    for call in [*still, *fresh, *doomed]:
+        call.bye(timeout_s=3)
+        call.close()
+    for call in ended:
+        call.close()
+
+    # Every answered call has a complete record on the worker that carried it.
+    records = {}
+    for worker in cluster.workers:
+        if worker is victim:
+            continue
+        for record in calls_of(worker):
+            records[record["caller_number"]] = (worker, record)
+    for call in [*still, *ended, *fresh]:
+        worker, record = records[call.caller.decode()]
+        assert by_port[call.worker_port] is worker
+        assert record["worker_id"] == worker.worker_id and record["ended_at"]
+        assert record["end_reason"] == "caller-hangup", record["end_reason"]
+        assert record["turns"] and record["turns"][0]["caller_text"], record["turns"]
+        assert call.audible_s() > 1.0  # the caller heard the replies
+
+    # Supervisord restarts the killed worker; it closes the calls it lost as worker-lost.
+    cluster.wait_active(timeout_s=300)
+    lost = {r["caller_number"]: r for r in calls_of(victim)}
+    for call in doomed:
+        record = lost[call.caller.decode()]
+        assert record["end_reason"] == "worker-lost" and record["ended_at"], record
+        assert record["worker_id"] == victim.worker_id
+
+
+def test_a_warm_transfer_reaches_the_agent_through_the_edge(cluster, agent_port):
+    edge_port = cluster.settings.cluster.edge_port
+    agent = run_peer(["--answer", "--listen-port", str(agent_port), "--play",
+                      str(CALLS / "agent_hello_8k.wav"), "--wait", "16", "--hangup-after", "24",
+                      "--timeout", "90"], background=True)
+    time.sleep(1.0)
+    caller = run_peer([f"sip:+18005550100@127.0.0.1:{edge_port}", "--play",
+                       str(CALLS / "human_request_8k.wav"), "--wait", "3.5", "--stay",
+                       "--timeout", "80", "--caller-id", "+15550000001"], timeout_s=120)
+    answered = peer_result(agent)
+    assert caller["connected"] and answered["connected"], (caller, answered)
+    # The agent's INVITE came through the edge (its Record-Route) and carried the handoff.
+    assert f":{edge_port}" in answered["headers"].get("Record-Route", ""), answered["headers"]
+    handoff_id = answered["headers"]["X-IVR-Handoff-Id"]
+    found = []
+    for worker in cluster.workers:
+        found += [p for p in get(worker.http_port, "/api/handoffs?limit=20")
+                  if p["handoff_id"] == handoff_id]
+    assert found and found[0]["transfer"]["outcome"] == "connected", found
