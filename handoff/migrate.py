@@ -121,3 +121,27 @@ def run_env(context) -> None:
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
+
+
+def upgrade_all(urls: dict[str, str]) -> list[tuple[str, str, str | None, str | None]]:
+    """Bring each chain's database (``{"calls": url, ...}``) to head, each database opened
+    once; returns ``(chain, url without its password, revision before, revision after)``.
+    What ``ivr db upgrade`` runs (the stores also do it when they open)."""
+    from sqlalchemy.engine import make_url
+
+    from handoff.db import normalize_url, open_engine
+
+    engines: dict[str, Engine] = {}
+    done = []
+    try:
+        for chain, url in urls.items():
+            url = normalize_url(url)
+            engine = engines.setdefault(url, open_engine(url))
+            before = current(engine, chain)
+            upgrade(engine, chain)
+            shown = make_url(url).render_as_string(hide_password=True)
+            done.append((chain, shown, before, current(engine, chain)))
+    finally:
+        for engine in engines.values():
+            engine.dispose()
+    return done

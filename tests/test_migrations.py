@@ -235,3 +235,24 @@ def test_spooled_records_of_the_previous_code_replay_after_the_upgrade(tmp_path)
     store = CallStore(url, spool, worker="host-a:5060")
     assert store.replay_spool() == 1
     assert store.get("s1")["worker_id"] == "host-a:5060"
+
+
+def test_ivr_db_upgrade_migrates_the_three_stores(fresh_postgres_db, tmp_path, monkeypatch,
+                                                  capsys):
+    """`ivr db upgrade` (a deploy step before the workers start): calls and handoffs on the
+    shared PostgreSQL (a plain postgresql:// URL), the CRM in its own SQLite file."""
+    from voice.app.cli import main
+
+    shared = fresh_postgres_db.replace("postgresql+psycopg://", "postgresql://")
+    monkeypatch.setenv("IVR_SERVER__STORE_URL", shared)
+    monkeypatch.setenv("IVR_HANDOFF__DB_URL", shared)
+    monkeypatch.setenv("IVR_CALL__CRM_URL", f"sqlite:///{tmp_path}/crm.sqlite")
+    assert main(["db", "upgrade"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("calls: postgresql+psycopg://") and out[0].endswith(
+        f"new -> {head('calls')}")
+    assert out[1].endswith(f"new -> {head('handoffs')}")
+    assert out[2].endswith(f"new -> {head('crm')}")
+    assert main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(
+        f"{head('calls')} -> {head('calls')}")

@@ -151,6 +151,25 @@ def cmd_crm_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Migrate the stores' databases to the newest schema (the stores also do it when they
+    open; this is for a deploy step, before the workers start)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from handoff.migrate import upgrade_all
+
+    settings = _settings(args)
+    urls = {"calls": settings.server.store_url, "handoffs": settings.handoff.db_url,
+            "crm": settings.call.crm_url}
+    try:
+        for chain, url, before, after in upgrade_all(urls):
+            print(f"{chain}: {url}: {before or 'new'} -> {after}")
+    except SQLAlchemyError as error:
+        print(f"ivr db upgrade: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_inference(args: argparse.Namespace) -> int:
     from models.errors import ModelNotFound
     from voice.inference.service import serve
@@ -315,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--crm", help="database URL (default from settings)")
     seed.add_argument("--customers", type=int, default=3000)
     seed.set_defaults(func=cmd_crm_seed)
+
+    db = commands.add_parser("db", help="the stores' databases")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_commands.add_parser("upgrade", help="migrate the call, handoff and CRM "
+                                        "databases to the newest schema (Alembic)")
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
 
     inference = commands.add_parser("inference", help="one process per host serving ASR, TTS "
                                      "and embeddings to every worker (models.inference_url)")
