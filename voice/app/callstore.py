@@ -5,10 +5,20 @@ database cannot be written (a full disk, a lost connection) the record goes to t
 as a JSON file and the failure is logged. Spooled records are replayed into the database at
 start-up and after the next write that succeeds, then removed.
 
-Every row carries the identity of the worker that wrote it (``context.worker``). A worker that
-died (kill -9, an abort) leaves the rows of its calls in progress open; at its next start it
-closes them with ``end_reason: worker-lost`` (:meth:`CallStore.close_lost_calls`). Only its own:
-several workers may share one database, and another worker's open rows are its live calls.
+A call row is written when the call is answered (or refused) and completed when it ends, so a
+worker that dies mid-call leaves a row that says so, never nothing. Every row carries the
+identity of the worker that wrote it (``worker_id``, also ``context.worker``). A worker that died
+(kill -9, an abort) leaves the rows of its calls in progress open, and they are closed with
+``end_reason: worker-lost``:
+
+- by the worker itself at its next start (:meth:`CallStore.close_lost_calls`): its own only;
+- by any live worker sharing the database, once the dead one's heartbeat (the ``workers``
+  table, :meth:`CallStore.heartbeat`) is older than ``server.worker_lost_after_s``
+  (:meth:`CallStore.close_dead_workers`). Another worker's open rows are otherwise its live
+  calls and are left alone.
+
+The schema is migrated by Alembic when the store opens (:mod:`handoff.migrate`, chain
+``calls``).
 
 Text from the network is stored escaped where it is not valid UTF-8 (see
 :func:`handoff.db.escape_text`), and what the store returns is always JSON-serializable, also for

@@ -2,7 +2,10 @@
 
 Models are loaded and warmed before the first INVITE is accepted; before it too, records a
 previous run could not finish are put right (spooled records replayed, this worker's calls left
-open by a crash closed as ``worker-lost``). On SIGTERM (or SIGINT) new INVITEs get 503, calls in
+open by a crash closed as ``worker-lost``). While it runs, the worker writes a heartbeat to the
+call store and closes the calls of workers whose heartbeat stopped (a pool sharing
+PostgreSQL), and its agent desktop also shows the handoffs of the other workers
+(``handoff.live``). On SIGTERM (or SIGINT) new INVITEs get 503, calls in
 progress have ``sip.shutdown_grace_s`` to finish, the rest are ended with BYE, and the process
 exits once every call record is written. The HTTP server keeps serving through all of it:
 ``/healthz`` answers 503 ``draining`` until the process exits, so a load balancer sees the node

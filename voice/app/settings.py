@@ -391,9 +391,10 @@ class ServerSettings(Section):
                                             "sip.public_address.")
     openapi_docs: bool = Field(False, description="Serve /docs and /openapi.json. Off: the API "
                                "description is no map for a scanner.")
-    worker_id: str | None = Field(None, description="This worker's identity in its call rows; "
-                                  "at start-up it closes its own rows left open by a crash "
-                                  "(end_reason worker-lost) and no other worker's. None: "
+    worker_id: str | None = Field(None, description="This worker's identity in its call rows "
+                                  "and heartbeat; at start-up it closes its own rows left open "
+                                  "by a crash (end_reason worker-lost), other workers' only "
+                                  "once their heartbeat is worker_lost_after_s old. None: "
                                   "'<hostname>:<sip.port>'. Set a stable, unique one when the "
                                   "hostname changes on restart (containers) and several workers "
                                   "share a database.")
