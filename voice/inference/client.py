@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import grpc
@@ -90,7 +89,7 @@ class InferenceClient:
         try:
             grpc.channel_ready_future(self.channel).result(timeout=max(0.0, timeout_s))
             return True
-        except FutureTimeout:
+        except grpc.FutureTimeoutError:
             return False
 
     def transcribe(self, audio16: np.ndarray, model: str | None) -> Transcript:
@@ -130,7 +129,12 @@ class RemoteEngines:
             if settings.vad.use_silero else None
         self.pool = ThreadPoolExecutor(settings.inference.client_threads,
                                        thread_name_prefix="inference")
-        self.kept_phrases = (settings.tts.acknowledgement, settings.inference.outage_message)
+        from voice.pipeline.stages.speak import spoken_pieces
+
+        # Kept piece by piece, as the speak stage asks for them (an opening clause alone).
+        self.kept_phrases = {piece for phrase in (settings.tts.acknowledgement,
+                                                  settings.inference.outage_message)
+                             for piece in spoken_pieces(phrase)}
         self._kept: dict[tuple[str, int], bytes] = {}
         self._closed = threading.Event()
         threading.Thread(target=self._keep_phrases, name="inference-phrases", daemon=True).start()
@@ -168,8 +172,9 @@ class RemoteEngines:
     async def wait_ready(self, timeout_s: float) -> bool:
         return await self._run(self.client.wait_ready, timeout_s)
 
-    def has_kept(self, text: str, rate: int) -> bool:
-        return (text, rate) in self._kept
+    def kept(self, text: str, rate: int) -> bytes | None:
+        """The audio kept for one of the outage phrases, once the tier has been reachable."""
+        return self._kept.get((text, rate))
 
     def _keep_phrases(self) -> None:
         """Fetch the outage phrases as soon as the tier answers (it may start after us)."""

@@ -12,6 +12,7 @@ acknowledgement would cut it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from voice.app.settings import IvrSettings
 from voice.inference.client import InferenceUnavailable
 
 T = TypeVar("T")
+POLL_S = 0.2  # how often a waiting request looks at the channel and at the caller
 WAIT_STEP = "inference_wait"  # the ladder step a turn that waited for the tier is marked with
 
 
@@ -30,6 +32,9 @@ class OutageLine(Protocol):
     """What the outage needs of the call (``CallSession``)."""
 
     call_id: str
+
+    @property
+    def caller_speaking(self) -> bool: ...
 
     async def say_now(self, text: str, *, transfer_to: str | None = None) -> None: ...
 
@@ -76,12 +81,10 @@ class TierOutage:
             self._since, self._acknowledged = time.monotonic(), False
             logger.warning(f"{self.line.call_id}: {first_error}; waiting up to "
                            f"{self.settings.inference.outage_s:g} s")
-        if stage == "asr" and not self._acknowledged:
-            self._acknowledged = True
-            await self.line.say_now(self.settings.tts.acknowledgement)
         deadline = self._since + self.settings.inference.outage_s
         while (left := deadline - time.monotonic()) > 0:
-            if not await self.engines.wait_ready(left):
+            await self._acknowledge(stage)
+            if not await self.engines.wait_ready(min(left, POLL_S)):
                 continue
             try:
                 result = await work()
@@ -92,6 +95,18 @@ class TierOutage:
             return result
         await self._give_up(stage, first_error)
         return None
+
+    @property
+    def waiting(self) -> bool:
+        """A request of this call is waiting for the tier (the call is not idle)."""
+        return self._since is not None
+
+    async def _acknowledge(self, stage: str) -> None:
+        """'One moment.' once per outage, when the caller's turn is over: an ASR request at a
+        pause inside the turn waits silently while the caller goes on talking."""
+        if stage == "asr" and not self._acknowledged and not self.line.caller_speaking:
+            self._acknowledged = True
+            await self.line.say_now(self.settings.tts.acknowledgement)
 
     def _recovered(self, stage: str, error: str) -> None:
         if self._since is None:  # a concurrent request already recorded this outage
@@ -111,6 +126,8 @@ class TierOutage:
         logger.error(f"{self.line.call_id}: inference tier down for {waited:.1f} s (past "
                      f"inference.outage_s): caller offered a human "
                      f"({self.settings.inference.outage_queue!r})")
+        while self.line.caller_speaking:  # said over the caller, barge-in would cut it
+            await asyncio.sleep(POLL_S)
         await self.line.say_now(self.settings.inference.outage_message,
                                 transfer_to=self.settings.inference.outage_queue)
 

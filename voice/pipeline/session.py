@@ -173,7 +173,7 @@ class CallSession:
     def settled(self) -> bool:
         """Nothing said, being said or to be written: a simulated caller may hang up."""
         return not self.bot_speaking and not self.caller_speaking \
-            and len(self._emitted) == len(self.turns)
+            and len(self._emitted) == len(self.turns) and not self.tier.waiting
 
     async def asr_settled(self) -> None:
         await self.listen.asr_settled()

@@ -32,6 +32,18 @@ def first_clause_end(text: str, sentence_end: int) -> int:
     return match.start() + 1
 
 
+def spoken_pieces(text: str) -> list[str]:
+    """The pieces ``SpeakStage`` synthesizes one by one for the complete reply ``text``: its
+    opening clause, then each sentence (what a worker keeps as audio must match them)."""
+    pieces, pending = [], text
+    while end := (match_endofsentence(pending) if pieces else
+                  first_clause_end(pending, match_endofsentence(pending))):
+        pieces.append(pending[:end].strip())
+        pending = pending[end:]
+    pieces.append(pending.strip())
+    return [piece for piece in pieces if piece]
+
+
 class SpeakStage(FrameProcessor):
     def __init__(self, session: CallContext) -> None:
         super().__init__(name="speak")
