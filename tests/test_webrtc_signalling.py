@@ -110,6 +110,7 @@ async def test_the_token_endpoint_needs_an_api_token_or_the_configured_secret(se
         response = await post("/api/webrtc/token", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 200
         assert response.json()["token"] and response.json()["ice_servers"] == []
+        assert response.json()["echo_cancellation"] is True  # the page's default: loudspeakers
 
 
 def test_stun_and_turn_servers_reach_the_page_as_configured():

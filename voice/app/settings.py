@@ -361,6 +361,13 @@ class WebRtcSettings(Section):
     jitter_prefetch_frames: int = Field(1, ge=1, le=8, description="Caller packets aiortc holds "
                                         "before decoding the oldest. aiortc's own is 4 (80 ms "
                                         "at 20 ms packets); 1 suits loopback and a LAN.")
+    echo_cancellation: bool = Field(True, description="The /call page asks the browser to "
+                                    "cancel the echo of our voice in the caller's microphone "
+                                    "(a laptop's loudspeakers). Off for callers on headsets or a "
+                                    "line feed, which have no echo: Chrome's canceller, until it "
+                                    "has found there is none (seconds of our speech), takes the "
+                                    "caller's voice while we speak for echo and removes it, so "
+                                    "a caller who talks over a reply goes unheard.")
 
 
 class ServerSettings(Section):

@@ -136,8 +136,12 @@ async function call() {
     state.context = new AudioContext();
     await state.context.audioWorklet.addModule("/call/assets/recorder-worklet.js");
     state.sampleRate = state.context.sampleRate;
-    state.stream = await navigator.mediaDevices.getUserMedia(
-      {audio: {echoCancellation: true, noiseSuppression: false, autoGainControl: false}});
+    // Echo cancellation is the server's choice (webrtc.echo_cancellation): needed on
+    // loudspeakers, but on a headset Chrome's canceller removes the caller's own voice while
+    // our reply plays, until it has learnt there is no echo, and barge-in is lost.
+    state.stream = await navigator.mediaDevices.getUserMedia({audio: {
+      echoCancellation: grant.echo_cancellation !== false, noiseSuppression: false,
+      autoGainControl: false}});
     await tap(state.stream, true, onMic);
     const pc = new RTCPeerConnection({iceServers: grant.ice_servers});
     state.pc = pc;

@@ -173,14 +173,16 @@ def webrtc_router(gateway: WebRtcGateway, auth: BearerAuth) -> APIRouter:
 
     @router.post("/api/webrtc/token")
     async def token(request: Request) -> dict[str, Any]:
-        """A call token (single use, ``webrtc.token_ttl_s``) and the ICE servers."""
+        """A call token (single use, ``webrtc.token_ttl_s``), the ICE servers, and whether the
+        page asks the browser for echo cancellation (``webrtc.echo_cancellation``)."""
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         given = given.strip().encode()
         if not (scheme.lower() == "bearer" and secret and given
                 and hmac.compare_digest(secret, given)):
             auth(request)  # 401 unless an API token
         value, expires = gateway.tokens.issue()
-        return {"token": value, "expires_at": expires, "ice_servers": ice_servers(settings)}
+        return {"token": value, "expires_at": expires, "ice_servers": ice_servers(settings),
+                "echo_cancellation": settings.echo_cancellation}
 
     @router.post("/api/webrtc/offer")
     async def offer(request: Request) -> JSONResponse:
