@@ -11,10 +11,11 @@ configurations, from the templates in ``deploy/kamailio/`` and ``deploy/supervis
 - ``supervisord.conf`` running the edge and the workers (``numprocs``: supervisor's own worker
   template, like systemd's ``ivr-worker@.service``).
 
-Workers do not share model memory: each loads its own (a fork after loading would share the
-pages copy-on-write, but pjsua2 starts threads and an endpoint that do not survive a fork, and
-PyTorch's thread pools do not either). The seam for sharing is ``models.inference_url`` (one
-inference process per host, its own issue). ``bench/scale.py`` measures what a worker costs.
+Workers do not share model memory: each loads its own. Forking them from one parent after the
+models are loaded (copy-on-write) was not attempted: threads do not survive a fork and the
+model runtimes start thread pools as they load (PyTorch/OpenMP, CTranslate2, onnxruntime), and
+pjsua2 would have to be created after it. The seam for sharing is ``models.inference_url``
+(one inference process per host). ``bench/scale.py`` measures what a worker and a call cost.
 """
 
 from __future__ import annotations
