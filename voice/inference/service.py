@@ -10,7 +10,9 @@ considered for multi-host pools; it brings a Ray cluster (GCS, raylet, dashboard
 hundred MB and processes per host) to what is here one model process per host, and its
 overhead was not measured in this round.
 
-The models are the in-process ones (``voice.engines.VoiceEngines``), so a transcript from the
+The models are the in-process ones (``voice.engines.VoiceEngines``); ASR of the default model
+goes through ``voice.inference.batching.BatchingTranscriber``, which batches turns of different
+calls that arrive together and gives the same words as one at a time, so a transcript from the
 tier is the one a worker would have made itself. Every request is parsed before any model is
 touched; a bad one gets a gRPC status with a precise message and the service goes on serving.
 """
@@ -32,6 +34,7 @@ from loguru import logger
 from voice.app.settings import IvrSettings
 from voice.asr import Transcript
 from voice.audio import ASR_SAMPLE_RATE
+from voice.inference.batching import BatchingTranscriber
 from voice.inference.wire import (
     SERVICE,
     TRANSPORT_RATES,
@@ -63,6 +66,11 @@ class InferenceService:
         fallback = settings.budget.asr_fallback
         if fallback and fallback not in self.asr_models:
             self.asr_models[fallback] = self.engines.fallback(fallback)  # fail now, not mid-call
+        # Turns of different calls that end together share one forward pass of the default
+        # model (max_batch 1: one at a time, as in a worker).
+        self.batcher = BatchingTranscriber(self.engines.transcriber.model, settings.asr,
+                                           budget_ms=settings.budget.asr_ms) \
+            if settings.asr.max_batch > 1 else None
         self.embedder = self.engines.registry.embedder()
         self.embed_pool = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self.served = 0
@@ -82,9 +90,14 @@ class InferenceService:
             raise RequestRefused(grpc.StatusCode.OUT_OF_RANGE,
                                  f"audio of {seconds:.1f} s exceeds inference.max_audio_s "
                                  f"({limits.max_audio_s:g} s)")
+        if not request.payload:
+            raise WireError("ASR audio is empty")
         transcriber = self._asr_model(name)
         samples = np.frombuffer(request.payload, dtype=np.int16)
-        transcript = await self.engines.transcribe(samples, transcriber)
+        if transcriber is None and self.batcher is not None:
+            transcript = await self.batcher.transcribe(samples)
+        else:
+            transcript = await self.engines.transcribe(samples, transcriber)
         return Message(transcript_header(transcript))
 
     async def synthesize(self, request: Message) -> Message:
@@ -125,6 +138,7 @@ class InferenceService:
     async def describe(self, request: Message) -> Message:
         models = self.settings.models
         return Message({"asr_models": sorted(self.asr_models), "tts_voice": models.tts_voice,
+                        "asr_batch": self.settings.asr.max_batch if self.batcher else 1,
                         "embedding_model": models.embedding_model, "pid": os.getpid(),
                         "device": self.engines.registry.whisper_device, "served": self.served})
 
@@ -162,7 +176,9 @@ class InferenceService:
 
         return handle
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.aclose()
         self.engines.close()
         self.embed_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -217,5 +233,5 @@ async def serve(settings: IvrSettings, *, ready: Callable[[str], None] | None = 
         await stop.wait()
     finally:
         await server.stop(grace=2.0)
-        service.close()
+        await service.aclose()
         logger.info("inference tier stopped")
