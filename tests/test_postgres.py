@@ -237,3 +237,14 @@ def test_api_lists_every_worker_s_calls(backend, request, tmp_path):
     two.save_call(CallRecord(id="y", started_at=2.0))
     assert {(c["call_id"], c["worker_id"]) for c in one.latest(10)} == {
         ("x", "host:5061"), ("y", "host:5062")}
+
+
+def test_a_worker_timeout_shorter_than_two_heartbeats_is_refused():
+    from pydantic import ValidationError
+
+    from voice.app.settings import IvrSettings
+
+    with pytest.raises(ValidationError, match="worker_lost_after_s"):
+        IvrSettings.load(None, server__heartbeat_interval_s=20, server__worker_lost_after_s=30)
+    assert IvrSettings.load(None, server__heartbeat_interval_s=0.5,
+                            server__worker_lost_after_s=3).server.worker_lost_after_s == 3

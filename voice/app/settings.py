@@ -419,6 +419,15 @@ class ServerSettings(Section):
                                   "handoffs of other workers; with PostgreSQL, the wait before "
                                   "a lost LISTEN connection is opened again.")
 
+    @model_validator(mode="after")
+    def _pool(self) -> ServerSettings:
+        if self.worker_lost_after_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(f"server.worker_lost_after_s ({self.worker_lost_after_s}) must be "
+                             f"at least twice server.heartbeat_interval_s "
+                             f"({self.heartbeat_interval_s}): one late heartbeat must not make "
+                             "a live worker's calls worker-lost")
+        return self
+
 
 class ClusterSettings(Section):
     """`ivr cluster`: a Kamailio edge in front of N `ivr serve` workers on this host, run by
