@@ -561,6 +561,11 @@ class InferenceSettings(Section):
                               "the tier stays down.")
     client_threads: int = Field(8, ge=1, description="Requests one worker has in flight at "
                                 "once (each waits on the socket, not the CPU).")
+    connect_wait_s: float = Field(180.0, ge=0, description="How long a starting worker waits "
+                                  "for the tier to answer before it gives up (the intent "
+                                  "classifier is trained on the tier's embeddings at start-up, "
+                                  "and a tier started at the same time is still loading its "
+                                  "models: 20-40 s on a busy 2-core machine).")
 
 
 # Old name -> new name of settings that moved (the call core owns what is not SIP's).
