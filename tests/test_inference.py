@@ -78,10 +78,12 @@ class Tier:
 def tier(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tier")
     tier = Tier(folder / "inference.sock", folder / "tier.log")
-    tier.ensure_up()
-    yield tier
-    tier.kill()
-    tier.client.close()
+    try:
+        tier.ensure_up()
+        yield tier
+    finally:
+        tier.kill()
+        tier.client.close()
 
 
 def remote_settings(tier: Tier, **overrides) -> IvrSettings:

@@ -201,9 +201,11 @@ class RemoteEmbedder:
     """The part of ``SentenceTransformer`` the intent classifier and signals use (``encode``),
     answered by the tier's MiniLM: the worker then never imports torch."""
 
-    def __init__(self, client: InferenceClient, batch: int = 256) -> None:
+    def __init__(self, client: InferenceClient, *, connect_wait_s: float = 0.0,
+                 batch: int = 256) -> None:
         self.client = client
         self.batch = batch
+        self._connect_wait_s = connect_wait_s  # spent on the first request only (start-up)
 
     def encode(self, sentences: list[str] | str, *, normalize_embeddings: bool = False,
                **_options: Any) -> np.ndarray:
@@ -213,6 +215,11 @@ class RemoteEmbedder:
         texts = [sentences] if single else list(sentences)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        if self._connect_wait_s:
+            wait, self._connect_wait_s = self._connect_wait_s, 0.0
+            if not self.client.wait_ready(wait):
+                raise InferenceUnavailable(f"inference tier at {self.client.target} did not "
+                                           f"answer within inference.connect_wait_s ({wait:g} s)")
         parts = [self.client.embed(texts[i:i + self.batch], normalize_embeddings)
                  for i in range(0, len(texts), self.batch)]
         vectors = np.concatenate(parts)
@@ -236,7 +243,8 @@ def embedder_for(settings: IvrSettings) -> Any:
     """The sentence embedder: the tier's when ``models.inference_url`` is set, else this
     process's own MiniLM."""
     if settings.models.inference_url:
-        return RemoteEmbedder(shared_remote_engines(settings).client)
+        return RemoteEmbedder(shared_remote_engines(settings).client,
+                              connect_wait_s=settings.inference.connect_wait_s)
     from models.registry import shared_registry
 
     return shared_registry(settings.models).embedder()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -192,26 +193,33 @@ def transcript_header(transcript: Transcript) -> dict:
 
 def _prepare_bind(bind: str) -> None:
     """A unix socket's folder must exist, and a socket file left by a killed tier is removed
-    (gRPC refuses to bind over it)."""
+    (gRPC refuses to bind over it); one a live tier answers on is left to it."""
     if not bind.startswith("unix:"):
         return
     path = Path(bind.removeprefix("unix:").removeprefix("//"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():
-        path.unlink()
+    if not path.is_socket():
+        return
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:  # nobody listens: a killed tier's leftover
+            path.unlink()
+            return
+    raise SystemExit(f"ivr inference: another inference tier is serving on {bind}")
 
 
 async def serve(settings: IvrSettings, *, ready: Callable[[str], None] | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Load the models, serve until ``stop`` is set (or SIGTERM/SIGINT), then close."""
     started = time.perf_counter()
+    bind = settings.inference.bind
+    _prepare_bind(bind)  # before loading: a second tier on the same socket stops at once
     service = await asyncio.to_thread(InferenceService, settings)
     limit = message_limit(settings.inference.max_audio_s)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit)])
     server.add_generic_rpc_handlers((service.handlers(),))
-    bind = settings.inference.bind
-    _prepare_bind(bind)
     port = server.add_insecure_port(bind)
     if not port:
         raise SystemExit(f"inference.bind {bind!r}: cannot listen there")
