@@ -67,12 +67,16 @@ class InferenceClient:
         self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS + [
             ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
         self.timeout_s = settings.inference.outage_s
+        # Embedding a menu's examples at start-up takes seconds on a busy CPU: a longer deadline
+        # (a tier that dies mid-request still fails at once, with UNAVAILABLE).
+        self.embed_timeout_s = max(settings.inference.outage_s, settings.inference.connect_wait_s)
         self._methods = {name: self.channel.unary_unary(f"/{SERVICE}/{name}")
                          for name in ("Transcribe", "Synthesize", "Embed", "Describe")}
 
-    def call(self, method: str, request: Message | bytes) -> Message:
+    def call(self, method: str, request: Message | bytes, timeout_s: float | None = None
+             ) -> Message:
         try:
-            answer = self._methods[method](bytes(request), timeout=self.timeout_s)
+            answer = self._methods[method](bytes(request), timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as error:
             code, details = error.code(), error.details()
             if code in _UNREACHABLE:
@@ -101,7 +105,8 @@ class InferenceClient:
         return self.call("Synthesize", Message({"text": text, "rate": rate})).payload
 
     def embed(self, texts: list[str], normalize: bool) -> np.ndarray:
-        answer = self.call("Embed", Message({"texts": texts, "normalize": normalize}))
+        answer = self.call("Embed", Message({"texts": texts, "normalize": normalize}),
+                           self.embed_timeout_s)
         return np.frombuffer(answer.payload, dtype=np.float32).reshape(answer.header["shape"])
 
     def describe(self) -> dict[str, Any]:
