@@ -10,19 +10,23 @@ import asyncio
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 from conftest import CALLS
 from livekit import rtc
 from livekit.agents import AgentSession, inference, llm, stt
+from livekit.agents.voice import io
 
 from handoff.crm import DEMO_ORDER, DEMO_PHONE
 from intents.config import load_menu
 from intents.dialogue.manager import TurnManager
 from intents.dialogue.tools import Tools
-from intents.dialogue.turns import CallInfo
+from intents.dialogue.turns import CallInfo, Expect
 from intents.entities import digit_string
 from models.registry import shared_registry
+from voice.app.settings import IvrSettings
 from voice.audio import ASR_SAMPLE_RATE, read_audio, resample
 from voice.livekit import (
     IvrAgent,
@@ -32,6 +36,7 @@ from voice.livekit import (
     ivr_session,
     streaming_whisper,
 )
+from voice.livekit.turns import ValueTurnDetector
 
 
 def frames(samples: np.ndarray, rate: int, ms: int = 20) -> list[rtc.AudioFrame]:
@@ -163,6 +168,29 @@ async def test_keyed_digits_reach_the_turn_manager(engines, crm, classifier):
         assert "order number" in spoken[-2] and "4 5 6, 7 1 2" in spoken[-1]
 
 
+async def test_the_turn_detector_waits_through_an_incomplete_value_and_ends_a_complete_one():
+    settings = IvrSettings().turn
+    expecting = [(Expect.ANYTHING, None)]
+    delays: list[float] = []
+    detector = ValueTurnDetector(settings, lambda: expecting[0], delays.append, 0.25)
+
+    async def p(text: str) -> float:
+        ctx = llm.ChatContext()
+        ctx.add_message(role="assistant", content="What's your order number?")
+        ctx.add_message(role="user", content=text)
+        return await detector.predict_end_of_turn(ctx)
+
+    threshold = await detector.unlikely_threshold(None)
+    assert await p("Where is my order?") > threshold and not delays
+    expecting[0] = (Expect.DIGITS, 6)
+    assert await p("Four. five 6.") < threshold
+    assert delays[-1] == pytest.approx(settings.value_pause_ms / 1000 - 0.25)
+    assert await p("Four. five 6. 7 1 2") > threshold
+    assert detector.last_rule == "value-complete"
+    expecting[0] = (Expect.ANYTHING, None)
+    assert await p("I was wondering about my order and") < threshold  # trails off: more time
+
+
 async def test_crm_tools_run_through_livekits_tool_executor(crm):
     context = llm.ToolContext(crm_function_tools(Tools(crm)))
     assert {"order_status", "account_balance", "open_case"} <= set(context.function_tools)
@@ -180,3 +208,96 @@ def test_the_worker_entrypoint_is_livekits_cli():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "start" in done.stdout and "dev" in done.stdout
+
+
+class RecordedCaller(io.AudioInput):
+    """A caller recording played into the session in real time (LiveKit's endpointing runs on
+    the clock), then silence until the test ends."""
+
+    def __init__(self, samples: np.ndarray, rate: int) -> None:
+        super().__init__(label="recorded caller")
+        self.frames = frames(samples, rate)
+        self.rate = rate
+        self.sent = 0
+        self.started: float | None = None
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self.started is None:
+            self.started = loop.time()
+        await asyncio.sleep(max(0.0, self.started + self.sent * 0.02 - loop.time()))
+        frame = self.frames[self.sent] if self.sent < len(self.frames) else \
+            rtc.AudioFrame(bytes(2 * self.rate // 50), self.rate, 1, self.rate // 50)
+        self.sent += 1
+        return frame
+
+
+class CapturedLine(io.AudioOutput):
+    """Where the agent's speech goes: kept, and played out in real time like a device would."""
+
+    def __init__(self) -> None:
+        super().__init__(label="captured line", capabilities=io.AudioOutputCapabilities(
+            pause=False))
+        self.segments: list[list[rtc.AudioFrame]] = []
+        self._current: list[rtc.AudioFrame] | None = None
+        self._playing: asyncio.Task | None = None
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        if self._current is None:
+            self._current = []
+            self.segments.append(self._current)
+            self.on_playback_started(created_at=time.time())
+        self._current.append(frame)
+
+    def flush(self) -> None:
+        super().flush()
+        if self._current is None:
+            return
+        duration = sum(f.duration for f in self._current)
+        self._current = None
+        self._playing = asyncio.create_task(self._play(duration))
+
+    async def _play(self, duration: float) -> None:
+        await asyncio.sleep(duration)
+        self.on_playback_finished(playback_position=duration, interrupted=False)
+
+    def clear_buffer(self) -> None:
+        if self._playing is not None and not self._playing.done():
+            self._playing.cancel()
+            self.on_playback_finished(playback_position=0.0, interrupted=True)
+        self._current = None
+
+
+@pytest.mark.slow
+async def test_a_recorded_telephone_call_through_the_agent_session_audio_path(
+        engines, crm, classifier, calls_manifest):
+    """Caller audio (8 kHz G.711) -> LiveKit's VAD -> WhisperSTT -> the value-aware turn
+    detector -> turn manager -> PiperTTS -> audio out, inside one AgentSession: the caller
+    barges in on the greeting, reads the order number in groups (one turn), confirms, and hears
+    the CRM's answer, which Whisper hears back from the captured audio."""
+    call = calls_manifest["order_status_8k"]
+    audio = read_audio(CALLS / call["file"])
+    manager = TurnManager(load_menu(), classifier, crm, shared_registry().embedder())
+    agent = IvrAgent(manager, CallInfo("lk-3", caller_number=DEMO_PHONE))
+    caller, line = RecordedCaller(audio.samples, audio.sample_rate), CapturedLine()
+    session = ivr_session(engines)
+    session.input.audio, session.output.audio = caller, line
+    async with session:
+        await session.start(agent)
+        deadline = call["utterances"][-1]["end_s"] + 20.0  # generous: a shared, busy machine
+        while caller.sent * 0.02 < deadline and not (
+                manager.state.actions and len(line.segments) >= 4 and
+                session.agent_state == "listening"):
+            await asyncio.sleep(0.2)
+        turns = [m.text_content for m in session.history.messages() if m.role == "user"]
+        replies = [m.text_content for m in session.history.messages()
+                   if m.role == "assistant"]
+    assert [a.tool for a in manager.state.actions] == ["order_status"], (turns, replies)
+    assert DEMO_ORDER in [digit_string(t or "") for t in turns], turns  # one turn, not three
+    assert "UPS" in replies[-1]
+    answer = line.segments[-1]
+    pcm = np.frombuffer(b"".join(bytes(f.data) for f in answer), dtype=np.int16)
+    heard = words((await engines.transcribe(
+        resample(pcm, answer[0].sample_rate, ASR_SAMPLE_RATE))).text).split()
+    assert {"order", "arrive", "tuesday"} <= set(heard), heard

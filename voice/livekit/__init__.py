@@ -5,6 +5,7 @@
 - ``PiperTTS``: Piper, sentence by sentence;
 - ``TurnManagerLLM`` / ``IvrAgent``: the turn manager (flows, CRM tools, escalation) as the
   agent's LLM, and ``crm_function_tools`` for an agent on a general LLM;
+- ``ValueTurnDetector``: the SIP path's value-aware end of turn as LiveKit's turn detector;
 - ``voice.livekit.worker``: the worker entrypoint (``python -m voice.livekit``).
 
 Importing this package needs ``livekit-agents``; nothing else in the IVR imports it.
@@ -15,6 +16,7 @@ from voice.livekit.llm import TurnManagerLLM
 from voice.livekit.stt import WhisperSTT, streaming_whisper
 from voice.livekit.tools import crm_function_tools
 from voice.livekit.tts import PiperTTS
+from voice.livekit.turns import ValueTurnDetector
 
-__all__ = ["CallActions", "IvrAgent", "PiperTTS", "TurnManagerLLM", "WhisperSTT",
-           "crm_function_tools", "ivr_session", "streaming_whisper"]
+__all__ = ["CallActions", "IvrAgent", "PiperTTS", "TurnManagerLLM", "ValueTurnDetector",
+           "WhisperSTT", "crm_function_tools", "ivr_session", "streaming_whisper"]

@@ -17,12 +17,15 @@ from livekit.agents import Agent, AgentSession, inference, llm, vad
 from livekit.agents.voice import SpeechHandle
 
 from intents.dialogue.turns import CallInfo, Reply, TurnHandler
+from voice.app.settings import TurnSettings
 from voice.engines import VoiceEngines
 from voice.livekit.llm import TurnManagerLLM
 from voice.livekit.stt import WhisperSTT
 from voice.livekit.tts import PiperTTS
+from voice.livekit.turns import ValueTurnDetector, min_delay_s
 
 log = logging.getLogger(__name__)
+VAD_SILENCE_S = 0.25  # LiveKit's VAD declares the end of speech after this much silence
 INSTRUCTIONS = ("Replies come from the IVR's turn manager (menu flows and CRM tools); these "
                 "instructions reach no model.")
 
@@ -41,13 +44,21 @@ class IvrAgent(Agent):
     """One call's agent over its ``TurnManagerLLM``."""
 
     def __init__(self, handler: TurnHandler, call: CallInfo, actions: CallActions | None = None,
-                 tools: list[llm.Tool] | None = None) -> None:
+                 tools: list[llm.Tool] | None = None,
+                 turn_settings: TurnSettings | None = None) -> None:
         self.turns = TurnManagerLLM(handler, call, on_reply=self._on_reply)
-        super().__init__(instructions=INSTRUCTIONS, llm=self.turns, tools=tools)
+        self.turn_detector = ValueTurnDetector(
+            turn_settings or TurnSettings(), lambda: self.turns.expecting,
+            self._set_max_delay, VAD_SILENCE_S)
+        super().__init__(instructions=INSTRUCTIONS, llm=self.turns, tools=tools,
+                         turn_handling={"turn_detection": self.turn_detector})
         self.actions = actions
         self.done: list[tuple[str, str | None]] = []  # ("transfer", queue) / ("hang-up", None)
         self._tasks: set[asyncio.Task] = set()
         self._said: SpeechHandle | None = None
+
+    def _set_max_delay(self, seconds: float) -> None:
+        self.session.update_options(endpointing_opts={"max_delay": seconds})
 
     async def on_enter(self) -> None:
         greeting = await self.turns.start()
@@ -99,13 +110,22 @@ def ivr_session(engines: VoiceEngines, vad_model: vad.VAD | None = None) -> Agen
     """An ``AgentSession`` with our STT and TTS (the agent brings the turn manager).
 
     The VAD (default: LiveKit's bundled Silero, ``inference.VAD``) cuts the room's audio into
-    turns for Whisper and ends them (``turn_detection="vad"``).
+    speech for Whisper; ``IvrAgent``'s ``ValueTurnDetector`` decides when a turn has ended.
 
     Preemptive generation is off: LiveKit would otherwise ask the LLM for a reply before the
     turn is confirmed and may discard it, and the turn manager's flow state (a slot heard, a
     read-back asked) must advance once per real caller turn.
     """
+    turn = engines.settings.turn
     return AgentSession(
         stt=WhisperSTT(engines), tts=PiperTTS(engines),
-        vad=vad_model if vad_model is not None else inference.VAD(),
-        turn_handling={"turn_detection": "vad", "preemptive_generation": {"enabled": False}})
+        vad=vad_model if vad_model is not None else inference.VAD(
+            min_silence_duration=VAD_SILENCE_S),
+        # LiveKit ignores the user for the first 3 s of agent speech while a loudspeaker echo
+        # canceller warms up; a caller on a phone line speaks over the greeting at once, and the
+        # SIP path lets them (barge-in), so this one does too.
+        aec_warmup_duration=None,
+        turn_handling={"turn_detection": "vad", "interruption": {"mode": "vad"},
+                       "endpointing": {"mode": "fixed",
+                                       "min_delay": min_delay_s(turn, VAD_SILENCE_S)},
+                       "preemptive_generation": {"enabled": False}})

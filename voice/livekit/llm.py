@@ -26,7 +26,7 @@ from livekit.agents.types import (
     NotGivenOr,
 )
 
-from intents.dialogue.turns import CallerTurn, CallInfo, Reply, TurnHandler
+from intents.dialogue.turns import CallerTurn, CallInfo, Expect, Reply, TurnHandler
 
 
 class TurnManagerLLM(llm.LLM):
@@ -39,6 +39,7 @@ class TurnManagerLLM(llm.LLM):
         self.call = call
         self.on_reply = on_reply
         self.turns = 0
+        self.expecting: tuple[Expect, int | None] = (Expect.ANYTHING, None)  # for end of turn
         self._started = False
         self._handled: set[str] = set()  # chat message ids already answered
         self._lock = asyncio.Lock()  # the turn manager takes one turn at a time
@@ -60,15 +61,15 @@ class TurnManagerLLM(llm.LLM):
         if self._started:
             return None
         self._started = True
-        return await self.handler.start_call(self.call)
+        return self._heard(await self.handler.start_call(self.call))
 
     async def turn(self, text: str) -> Reply | None:
         """Answer one caller turn."""
         async with self._lock:
             await self._start()
             self.turns += 1
-            reply = await self.handler.handle_turn(
-                CallerTurn(call_id=self.call.call_id, index=self.turns, text=text))
+            reply = self._heard(await self.handler.handle_turn(
+                CallerTurn(call_id=self.call.call_id, index=self.turns, text=text)))
         if reply is not None and self.on_reply is not None:
             self.on_reply(reply)  # spoken through the session's LLM node: the agent follows up
         return reply
@@ -77,7 +78,13 @@ class TurnManagerLLM(llm.LLM):
         """Answer keyed digits (LiveKit SIP delivers them as ``sip_dtmf_received``)."""
         async with self._lock:
             await self._start()
-            return await self.handler.handle_dtmf(digits)
+            return self._heard(await self.handler.handle_dtmf(digits))
+
+    def _heard(self, reply: Reply | None) -> Reply | None:
+        """Keep what the flow now expects the caller to say (a reply of None changes nothing)."""
+        if reply is not None:
+            self.expecting = (reply.expect, reply.expect_length)
+        return reply
 
     async def end(self, reason: str) -> None:
         await self.handler.end_call(reason)
