@@ -301,3 +301,21 @@ async def test_a_recorded_telephone_call_through_the_agent_session_audio_path(
     heard = words((await engines.transcribe(
         resample(pcm, answer[0].sample_rate, ASR_SAMPLE_RATE))).text).split()
     assert {"order", "arrive", "tuesday"} <= set(heard), heard
+
+
+def test_the_worker_keeps_card_numbers_out_of_livekits_logs(caplog):
+    import logging
+
+    from voice.livekit.worker import RedactPii
+
+    logger = logging.getLogger("livekit.agents")
+    pii = RedactPii()
+    logger.addFilter(pii)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="livekit.agents"):
+            logger.debug("received user transcript", extra={
+                "lk.pii.user_transcript": "my card is 4111 1111 1111 1111 thanks"})
+    finally:
+        logger.removeFilter(pii)
+    said = getattr(caplog.records[-1], "lk.pii.user_transcript")
+    assert "4111 1111" not in said and "[card ending 1111]" in said

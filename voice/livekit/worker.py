@@ -17,8 +17,10 @@ import os
 
 from livekit import api, rtc
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess, cli, inference
+from livekit.agents.voice import room_io
 
 from intents.dialogue.turns import CallInfo
+from intents.redaction import redact
 from voice.app.settings import IvrSettings
 from voice.livekit.agent import IvrAgent, ivr_session
 
@@ -89,7 +91,22 @@ async def entrypoint(ctx: JobContext) -> None:
         task.add_done_callback(keys.discard)
         task.add_done_callback(_log_failure)
 
-    await session.start(agent=agent, room=ctx.room)
+    # The caller's words stay in this process: no session recording upload, no transcription
+    # published to the room (the SIP caller cannot read it; anyone else in the room could).
+    await session.start(agent=agent, room=ctx.room, record=False,
+                        room_options=room_io.RoomOptions(text_input=False, text_output=False,
+                                                         delete_room_on_close=True))
+
+
+class RedactPii(logging.Filter):
+    """LiveKit marks what callers said in its log records (``lk.pii.*`` extras); a card number
+    or a password said aloud must not reach a log in clear, so those values are redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in list(vars(record).items()):
+            if key.startswith("lk.pii.") and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True
 
 
 def _log_failure(task: asyncio.Task) -> None:
@@ -106,4 +123,5 @@ def server(settings: IvrSettings | None = None) -> AgentServer:
 
 
 def main() -> None:
+    logging.getLogger("livekit.agents").addFilter(RedactPii())
     cli.run_app(server())
