@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 IVR    := $(VENV)/bin/ivr
 STAMP  := $(VENV)/.installed
-# llama.cpp is compiled here for the generic x86-64 target: the native (-march=native) build of
+# The embedded LLM server is xllamacpp, a prebuilt wheel. llama-cpp-python, the other server
+# (models.llm_server; the baseline of bench/llm_server.py), is compiled only by
+# `make llama-cpp-python`, for the generic x86-64 target: the native (-march=native) build of
 # llama-cpp-python 0.3.36 crashed on this machine's AVX-512 CPU as soon as a prompt had more
 # than one token. The wheel is kept outside the checkout so a second clone does not rebuild it.
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
@@ -16,7 +18,7 @@ WHEELS := $(HOME)/.cache/voice-ivr/wheels
 # core package); supervisor runs the cluster's processes.
 APT_PACKAGES := sip-tester chromium chromium-driver espeak-ng kamailio supervisor postgresql
 
-.PHONY: setup demo test test-fast bench gate system-deps clean
+.PHONY: setup demo test test-fast bench gate system-deps clean llama-cpp-python
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -27,15 +29,19 @@ $(STAMP): pyproject.toml | system-deps
 	$(PY) -m pip install -q --upgrade pip wheel
 	# torch first and pinned: this machine has its CPU build; anything else pulls GBs of CUDA.
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: system-deps $(STAMP)
+
+# Opt-in: the llama-cpp-python server (minutes of compiling), e.g. for bench/llm_server.py.
+llama-cpp-python: setup
 	mkdir -p $(WHEELS)
 	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel -q --no-cache-dir --no-deps \
 	    llama-cpp-python==0.3.36 -w $(WHEELS)
 	$(PY) -m pip install -q $(WHEELS)/llama_cpp_python-0.3.36-*.whl
-	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
-
-setup: system-deps $(STAMP)
+	$(PY) -m pip install -q -e '.[llama-cpp-python]'
 
 demo: setup
 	@mkdir -p out

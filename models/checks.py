@@ -189,7 +189,8 @@ def _llm(name: str, registry: ModelRegistry) -> CheckResult:
         nonlocal server
         if url:
             return url
-        server = EmbeddedLlmServer(registry.llm_gguf_path(), port=registry.settings.llm_port)
+        server = EmbeddedLlmServer(registry.llm_gguf_path(), port=registry.settings.llm_port,
+                                   kind=registry.settings.llm_server)
         return server.start()
 
     try:

@@ -42,6 +42,10 @@ class ModelSettings(BaseModel):
     llm_model_path: str | None = Field(
         None, description="GGUF file for the embedded server; None: the bundled SmolLM2-135M.")
     llm_port: int = Field(0, ge=0, le=65535, description="Embedded server port; 0: a free one.")
+    llm_server: Literal["xllamacpp", "llama-cpp-python"] = Field(
+        "xllamacpp", description="Which embedded server loads the GGUF: 'xllamacpp' (llama.cpp's "
+        "C++ server, a prebuilt wheel) or 'llama-cpp-python' (compiled at install: "
+        "`make llama-cpp-python`). Both speak the OpenAI chat API.")
     inference_url: str | None = Field(
         None, description="gRPC target of this host's inference tier (`ivr inference`), e.g. "
         "'unix:var/inference.sock' or '127.0.0.1:50051': ASR, TTS and embeddings then run there "

@@ -1,4 +1,13 @@
-"""The embedded LLM: llama-cpp-python's OpenAI-compatible server on loopback, as a subprocess.
+"""The embedded LLM: an OpenAI-compatible llama.cpp server on loopback, as a subprocess.
+
+Two servers load the same GGUF and speak the same OpenAI chat API (``models.llm_server`` setting):
+
+- ``xllamacpp`` (the default): llama.cpp's own C++ server from a prebuilt wheel (installs in
+  seconds; Jinja chat templates, so tool calls come back as ``tool_calls``);
+- ``llama-cpp-python``: its Python server over the ctypes bindings; pip compiles llama.cpp when it
+  installs it (minutes), so it is an optional extra (``pip install -e '.[llama-cpp-python]'``).
+
+bench/llm_server.py measures one against the other.
 
 A subprocess rather than in-process bindings: llama.cpp's threads then never compete with the
 event loop for the GIL, a crash in native code cannot take the IVR down with it, and the turn
@@ -16,7 +25,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from models.errors import ModelNotFound
 
@@ -27,6 +36,12 @@ POLL_INTERVAL_S = 0.2
 STOP_GRACE_S = 10.0
 LOG_TAIL_CHARS = 2000
 
+LlmServerKind = Literal["xllamacpp", "llama-cpp-python"]
+DEFAULT_SERVER: LlmServerKind = "xllamacpp"
+#: What to install when a server's package is missing.
+INSTALL_HINTS = {"xllamacpp": "pip install xllamacpp",
+                 "llama-cpp-python": "pip install 'llama-cpp-python[server]'"}
+
 
 def free_port() -> int:
     """A loopback port nothing listens on now (the server binds it a moment later)."""
@@ -35,22 +50,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_available() -> bool:
-    """Whether llama-cpp-python was installed with its ``[server]`` extra."""
+def server_available(kind: LlmServerKind = DEFAULT_SERVER) -> bool:
+    """Whether the package of server ``kind`` is installed (llama-cpp-python with its extra)."""
     try:
-        import llama_cpp.server.app  # noqa: F401
+        if kind == "xllamacpp":
+            import xllamacpp  # noqa: F401
+        else:
+            import llama_cpp.server.app  # noqa: F401
     except ImportError:
         return False
     return True
 
 
 class EmbeddedLlmServer:
-    """Starts and stops ``python -m llama_cpp.server`` for one GGUF file."""
+    """Starts and stops one OpenAI-compatible server process (``kind``) for one GGUF file."""
 
     def __init__(self, gguf_path: Path, port: int = 0, n_threads: int | None = None,
-                 n_ctx: int = DEFAULT_N_CTX) -> None:
+                 n_ctx: int = DEFAULT_N_CTX, kind: LlmServerKind = DEFAULT_SERVER) -> None:
         if not Path(gguf_path).is_file():
             raise ModelNotFound(f"LLM model file not found: {gguf_path}")
+        if kind not in INSTALL_HINTS:
+            raise ValueError(f"unknown LLM server {kind!r}: one of {', '.join(INSTALL_HINTS)}")
+        self.kind = kind
         self.gguf_path = Path(gguf_path)
         self.port = port or free_port()
         self.n_threads = n_threads or os.cpu_count() or 1
@@ -60,6 +81,11 @@ class EmbeddedLlmServer:
         self._log: IO[bytes] | None = None
 
     def command(self) -> list[str]:
+        if self.kind == "xllamacpp":
+            return [sys.executable, "-m", "models.xllamacpp_server", "--model",
+                    str(self.gguf_path), "--host", HOST, "--port", str(self.port),
+                    "--n-ctx", str(self.n_ctx), "--threads", str(self.n_threads),
+                    "--alias", MODEL_ALIAS]
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf_path),
                 "--host", HOST, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                 "--n_threads", str(self.n_threads), "--model_alias", MODEL_ALIAS]
@@ -82,10 +108,10 @@ class EmbeddedLlmServer:
             if self._process.poll() is not None:
                 code, tail = self._process.returncode, self._tail()
                 self.stop()
-                hint = "" if server_available() else (
-                    " (llama-cpp-python lacks its server extra: pip install "
-                    "'llama-cpp-python[server]')")
-                raise RuntimeError(f"the embedded LLM server exited with {code}{hint}:\n{tail}")
+                hint = "" if server_available(self.kind) else (
+                    f" ({self.kind} is not installed: {INSTALL_HINTS[self.kind]})")
+                raise RuntimeError(f"the embedded LLM server ({self.kind}) exited with "
+                                   f"{code}{hint}:\n{tail}")
             try:
                 with urllib.request.urlopen(f"{url}/models", timeout=1) as response:
                     json.load(response)

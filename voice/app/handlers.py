@@ -33,7 +33,8 @@ class HandlerFactory:
             from models.registry import shared_registry
 
             gguf = shared_registry(settings.models).llm_gguf_path()
-            self._server = EmbeddedLlmServer(gguf, port=settings.models.llm_port)
+            self._server = EmbeddedLlmServer(gguf, port=settings.models.llm_port,
+                                             kind=settings.models.llm_server)
             self._llm_url = self._server.start()
 
     def use(self, bundle: FlowBundle) -> None:
