@@ -454,9 +454,12 @@ class ClusterSettings(Section):
                                   "OPTIONS this often; one unanswered probe marks it down, one "
                                   "answered brings it back. Shorter notices a dead worker "
                                   "sooner at more OPTIONS traffic.")
-    probe_timeout_ms: int = Field(1000, ge=100, description="A worker that sends no response "
+    probe_timeout_ms: int = Field(2000, ge=100, description="A worker that sends no response "
                                   "this long after an INVITE or OPTIONS is taken as down (the "
-                                  "INVITE fails over to the next worker).")
+                                  "INVITE fails over to the next worker). A worker answers "
+                                  "from a Python thread: at 1000 ms a worker busy with three "
+                                  "calls on two loaded cores missed a probe and was marked "
+                                  "down.")
     pike_requests: int = Field(40, ge=1, description="Requests per pike_window_s from one "
                                "source address above which the edge drops its requests "
                                "(flood), trunks included; the workers are not limited. A "
