@@ -15,8 +15,10 @@ WHEELS := $(HOME)/.cache/voice-ivr/wheels
 # espeak-ng speaks the card numbers of the PCI test (a second voice beside Piper); postgresql
 # is the pool's shared store (the tests start a throwaway cluster of their own).
 # kamailio is the SIP edge of `ivr cluster` (dispatcher, pike, sanity, permissions are in the
-# core package); supervisor runs the cluster's processes.
-APT_PACKAGES := sip-tester chromium chromium-driver espeak-ng kamailio supervisor postgresql
+# core package); supervisor runs the cluster's processes. xllamacpp's wheel links the system's
+# OpenMP runtime (libgomp1).
+APT_PACKAGES := sip-tester chromium chromium-driver espeak-ng kamailio supervisor postgresql \
+                libgomp1
 
 .PHONY: setup demo test test-fast bench gate system-deps clean llama-cpp-python
 
