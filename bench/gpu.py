@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 from bench.latency import machine  # noqa: E402
 from voice.app.settings import AsrSettings  # noqa: E402
 from voice.asr import Transcript, WhisperTranscriber, max_length  # noqa: E402
-from voice.audio import read_audio, resample  # noqa: E402
+from voice.audio import int16_to_float, read_audio, resample  # noqa: E402
 from voice.inference.batching import BatchingTranscriber  # noqa: E402
 
 CALLS = ROOT / "tests" / "fixtures" / "calls"
@@ -259,8 +259,12 @@ async def throughput(model, args: argparse.Namespace, turns: list[np.ndarray]  #
 
 def padding_changes(model, turns: list[np.ndarray]) -> dict[str, int]:  # noqa: ANN001
     """How many turns transcribe differently when padded into a 15 s or 30 s encoder window
-    (what mixing window sizes in one batch would do) instead of their own."""
+    (what mixing window sizes in one batch would do) instead of their own, and through
+    faster-whisper's ``BatchedInferencePipeline``."""
+    from faster_whisper import BatchedInferencePipeline
+
     single = WhisperTranscriber(model, AsrSettings())
+    pipeline = BatchedInferencePipeline(model)
     prompt = single.prompt("en")
     changed = {"turns": len(turns), "own_window": 0}
     for samples in turns:
@@ -278,6 +282,14 @@ def padding_changes(model, turns: list[np.ndarray]) -> dict[str, int]:  # noqa: 
             key = f"padded_{frames // 100}s"
             changed[key] = changed.get(key, 0) + (text != own)
         changed["own_window"] += window.shape[1] == 1000
+        # faster-whisper's own batching (VAD chunks of one recording in 30 s windows), given the
+        # whole turn as its one chunk.
+        audio = int16_to_float(samples)
+        segments, _ = pipeline.transcribe(audio, language="en", beam_size=1,
+                                          without_timestamps=True, vad_filter=False,
+                                          clip_timestamps=[{"start": 0.0, "end": audio_s}])
+        text = " ".join(segment.text.strip() for segment in segments)
+        changed["batched_pipeline"] = changed.get("batched_pipeline", 0) + (text != own)
     return changed
 
 
@@ -398,7 +410,9 @@ def write_report(reports: dict[str, Report]) -> None:
             p = report.padding
             lines.append(f"- {name}: of {p['turns']} turns ({p['own_window']} with a 10 s "
                          f"window), padded to 15 s: {p['padded_15s']} transcripts change; to "
-                         f"30 s: {p['padded_30s']} change.")
+                         f"30 s: {p['padded_30s']} change; faster-whisper's "
+                         "`BatchedInferencePipeline` (30 s windows), given each turn as one "
+                         f"chunk: {p.get('batched_pipeline', 'n/a')} change.")
     lines += ["", "![ASR latency vs calls](gpu.png)", ""]
     (RESULTS / "gpu.md").write_text("\n".join(lines))
 
