@@ -211,6 +211,17 @@ def test_a_model_without_a_local_copy_stops_the_tier_at_start_with_the_fix(tmp_p
     assert "nothing is downloaded" in done.stderr
 
 
+def test_a_second_tier_on_a_live_socket_stops_and_the_first_keeps_serving(tier):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IVR_")}
+    done = subprocess.run([sys.executable, "-m", "voice.app.cli", "inference", "--bind",
+                           tier.target], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert f"another inference tier is serving on {tier.target}" in done.stderr
+    assert "models loaded" not in done.stderr  # it stopped before loading anything
+    assert tier.client.describe()["asr_models"] == ["tiny.en"]
+
+
 # -- the tier restarts mid-call ----------------------------------------------------------------------
 
 
