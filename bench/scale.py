@@ -4,7 +4,7 @@
 
 One `ivr cluster` (Kamailio + 3 workers under supervisord, echo handler, sip.max_calls 4: what
 one process carries) serves every run; a run with W workers disables the others in Kamailio's
-dispatcher (``kamcmd dispatcher.set_state dx``), so each run sees only W. Each call is a
+dispatcher (``kamcmd dispatcher.set_state d``), so each run sees only W. Each call is a
 pjsua2 caller process (voice.transports.sip.caller) playing a bench recording (real speakers,
 8 kHz G.711 over RTP) to the edge. The baseline, in the same session, is today's set-up: C
 calls straight to one worker, no edge.
@@ -106,7 +106,7 @@ def get(port: int, path: str):
 def set_workers(plan, count: int) -> None:
     """Only the first ``count`` workers in Kamailio's rotation; the rest disabled."""
     for worker in plan.workers:
-        state = "ap" if worker.index <= count else "dx"
+        state = "ap" if worker.index <= count else "d"
         subprocess.run(["kamcmd", "-s", f"unix:{plan.control_socket}", "dispatcher.set_state",
                         state, "1", worker.sip_uri], check=True, capture_output=True)
 
