@@ -319,3 +319,25 @@ def test_the_worker_keeps_card_numbers_out_of_livekits_logs(caplog):
         logger.removeFilter(pii)
     said = getattr(caplog.records[-1], "lk.pii.user_transcript")
     assert "4111 1111" not in said and "[card ending 1111]" in said
+
+
+class TierLikeEngines:
+    """The interface the inference tier's client offers (``transcribe``, ``synthesize``, no
+    local voice), over the real local engines."""
+
+    def __init__(self, engines) -> None:
+        self.settings = engines.settings
+        self.transcribe = engines.transcribe
+        self.synthesize = engines.synthesize
+
+
+async def test_the_plugins_work_on_engines_without_local_models(engines, calls_manifest):
+    tier = TierLikeEngines(engines)
+    piper = PiperTTS(tier, sample_rate=16000)
+    assert piper.voice is None
+    pcm = b"".join([bytes(a.frame.data) async for a in piper.synthesize("Thanks for calling.")])
+    heard = words((await engines.transcribe(np.frombuffer(pcm, dtype=np.int16))).text)
+    assert "thanks" in heard and "calling" in heard, heard
+    question = utterance("order_question_8k", 1, calls_manifest)
+    event = await WhisperSTT(tier).recognize(frames(question, 8000))
+    assert "arrive" in words(event.alternatives[0].text)

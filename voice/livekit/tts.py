@@ -5,7 +5,8 @@ one ``AudioChunk`` a sentence), so the first sentence plays while the next is co
 ``AgentSession`` LiveKit wraps this non-streaming TTS in its ``tts.StreamAdapter``, which splits
 the reply text stream into sentences and calls ``synthesize`` per sentence: the same
 by-sentence speaking the SIP path does. Piper runs in the engines' TTS thread pool, never on the
-event loop.
+event loop. With the host's inference tier (``models.inference_url``: engines without a local
+voice) each ``synthesize`` is one request for the whole text, which in a session is one sentence.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from voice.audio import resample
 from voice.engines import VoiceEngines, trim_leading_quiet
 
+TIER_RATE = 22050  # asked of the inference tier when no rate is given: joe-medium's own
+
 
 class PiperTTS(tts.TTS):
     """Piper on the process's shared ``VoiceEngines``; audio at ``sample_rate`` (default: the
@@ -27,7 +30,8 @@ class PiperTTS(tts.TTS):
 
     def __init__(self, engines: VoiceEngines, *, sample_rate: int | None = None) -> None:
         self._engines = engines
-        self._voice_rate = int(engines.voice.config.sample_rate)
+        self.voice = getattr(engines, "voice", None)  # None: the inference tier synthesizes
+        self._voice_rate = int(self.voice.config.sample_rate) if self.voice else TIER_RATE
         super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
                          sample_rate=sample_rate or self._voice_rate, num_channels=1)
 
@@ -48,7 +52,7 @@ class PiperTTS(tts.TTS):
         """Piper's audio for ``text``, one int16 array a sentence, at ``self.sample_rate``
         (blocking: run it in a thread)."""
         first = True
-        for chunk in self._engines.voice.synthesize(text, self._engines.syn_config):
+        for chunk in self.voice.synthesize(text, self._engines.syn_config):
             audio = chunk.audio_int16_array
             if first:  # the quiet Piper puts before the reply only delays it
                 audio, first = trim_leading_quiet(audio, self._voice_rate), False
@@ -65,6 +69,11 @@ class _PiperStream(tts.ChunkedStream):
         engine: PiperTTS = self._tts  # type: ignore[assignment]
         output_emitter.initialize(request_id=utils.shortuuid(), sample_rate=engine.sample_rate,
                                   num_channels=1, mime_type="audio/pcm")
+        if engine.voice is None:
+            output_emitter.push(await engine._engines.synthesize(self.input_text,
+                                                                 engine.sample_rate))
+            output_emitter.flush()
+            return
         loop = asyncio.get_running_loop()
         pool = engine._engines.tts_pool
         sentences = engine.sentences(self.input_text)
