@@ -92,6 +92,7 @@ class Report:
     window_ms: float
     max_batch: int
     reply_s: float
+    rounds: int = 1
     load: list[float] = field(default_factory=list)  # 1-min load average at start and end
     runs: list[Run] = field(default_factory=list)
     throughput: dict[str, float] = field(default_factory=dict)
@@ -188,7 +189,7 @@ async def play_calls(transcribe: Callable[[np.ndarray], Awaitable[Transcript]],
 
 
 async def run_mode(mode: str, model, args: argparse.Namespace, turns: list[np.ndarray],  # noqa: ANN001
-                   calls: int, gpu: bool) -> Run:
+                   calls: int, gpu: bool, seed: int) -> Run:
     settings = AsrSettings(batch_window_ms=args.window_ms, max_batch=args.max_batch)
     turns_per_call = max(args.turns, math.ceil(args.min_turns / calls))
     loop = asyncio.get_running_loop()
@@ -206,7 +207,7 @@ async def run_mode(mode: str, model, args: argparse.Namespace, turns: list[np.nd
     cpu0, wall0 = os.times(), time.perf_counter()
     with GpuSampler(gpu) as sampler:
         latencies = await play_calls(transcribe, turns, calls, turns_per_call, args.reply_s,
-                                     args.seed)
+                                     seed)
     cpu1, wall = os.times(), time.perf_counter() - wall0
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
     sizes: dict[int, int] = {1: len(latencies)}
@@ -317,6 +318,7 @@ def write_report(reports: dict[str, Report]) -> None:
             lines.append(f"- **{name}**: {report.machine}; Whisper {report.model} "
                          f"({report.device}); asr.batch_window_ms {report.window_ms:g}, "
                          f"asr.max_batch {report.max_batch}, reply {report.reply_s:g} s, "
+                         f"{report.rounds} round(s) pooled, "
                          f"ASR budget {report.budget_ms:g} ms; 1-minute load average "
                          f"{' at start, '.join(f'{v:.1f}' for v in report.load)} at end "
                          "(other work shares this host).")
@@ -458,6 +460,25 @@ def load_report(path: Path) -> Report:
     return Report(**raw, runs=runs)
 
 
+def merge(report: Report, run: Run) -> None:
+    """Pool a round's run into the report's run of the same mode and N."""
+    same = next((r for r in report.runs if r.mode == run.mode and r.calls == run.calls), None)
+    if same is None:
+        report.runs.append(run)
+        return
+    total = same.wall_s + run.wall_s
+    same.cpu_pct = (same.cpu_pct * same.wall_s + run.cpu_pct * run.wall_s) / total
+    if run.gpu_util_pct is not None and same.gpu_util_pct is not None:
+        same.gpu_util_pct = (same.gpu_util_pct * same.wall_s
+                             + run.gpu_util_pct * run.wall_s) / total
+        same.gpu_util_max_pct = max(same.gpu_util_max_pct or 0, run.gpu_util_max_pct or 0)
+        same.gpu_mem_mib = max(same.gpu_mem_mib or 0, run.gpu_mem_mib or 0)
+    same.wall_s = total
+    same.latencies_ms += run.latencies_ms
+    for size, count in run.batch_sizes.items():
+        same.batch_sizes[size] = same.batch_sizes.get(size, 0) + count
+
+
 async def main_async(args: argparse.Namespace) -> None:
     from models.config import ModelSettings
     from models.registry import shared_registry
@@ -473,16 +494,18 @@ async def main_async(args: argparse.Namespace) -> None:
                                              "1,16,64,128,200,256")).split(",")]
     report = Report(device=registry.whisper_device, machine=machine(), model=args.model,
                     budget_ms=args.budget_ms, window_ms=args.window_ms,
-                    max_batch=args.max_batch, reply_s=args.reply_s,
+                    max_batch=args.max_batch, reply_s=args.reply_s, rounds=args.rounds,
                     load=[os.getloadavg()[0]])
-    for i, n in enumerate(calls):
-        modes = ("batched", "unbatched") if i % 2 == 0 else ("unbatched", "batched")
-        for mode in modes:
-            run = await run_mode(mode, model, args, turns, n, device == "cuda")
-            report.runs.append(run)
-            print(f"N={n:>3} {mode:>9}: p50 {run.p50:6.0f} ms  p95 {run.p95:6.0f} ms  "
-                  f"turns {len(run.latencies_ms):>4}  batches {run.batch_sizes}  "
-                  f"cpu {run.cpu_pct:.0f}%", flush=True)
+    for round_ in range(args.rounds):
+        for i, n in enumerate(calls):
+            first = "batched" if (i + round_) % 2 == 0 else "unbatched"
+            for mode in (first, "unbatched" if first == "batched" else "batched"):
+                run = await run_mode(mode, model, args, turns, n, device == "cuda",
+                                     args.seed + round_)
+                print(f"round {round_ + 1} N={n:>3} {mode:>9}: p50 {run.p50:6.0f} ms  "
+                      f"p95 {run.p95:6.0f} ms  turns {len(run.latencies_ms):>4}  "
+                      f"batches {run.batch_sizes}  cpu {run.cpu_pct:.0f}%", flush=True)
+                merge(report, run)
     report.throughput = await throughput(model, args, turns)
     print("throughput at batch 16:", report.throughput, flush=True)
     report.padding = padding_changes(model, turns)
@@ -513,6 +536,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16, help="asr.max_batch")
     parser.add_argument("--budget-ms", type=float, default=350.0, help="budget.asr_ms")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="sweeps over N, pooled (the order of the modes alternates)")
     asyncio.run(main_async(parser.parse_args()))
 
 
