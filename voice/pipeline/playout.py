@@ -58,6 +58,10 @@ class PlayoutBuffer:
         self._segments: deque[_Segment] = deque()
         self._queued_bytes = 0
         self._started: set[int] = set()
+        # (reply id, turn index, sentence) of the reply heard last, from its first sample to its
+        # last: a pause between two of its sentences (the next one still being synthesized)
+        # leaves it under way with nothing queued.
+        self._under_way: tuple[int, int, str] | None = None
         self._lock = threading.Lock()
         self._max_bytes = int(MAX_BUFFER_S * sample_rate * 2)
 
@@ -65,6 +69,13 @@ class PlayoutBuffer:
     def playing(self) -> bool:
         with self._lock:
             return bool(self._segments)
+
+    @property
+    def reply_under_way(self) -> bool:
+        """A reply was begun and not finished: its audio is queued, or the caller hears a pause
+        between its sentences while the next one is synthesized. Speech then is barge-in."""
+        with self._lock:
+            return bool(self._segments) or self._under_way is not None
 
     def add(self, reply_id: int, turn_index: int, sentence: str, pcm: bytes, last: bool) -> None:
         with self._lock:
@@ -88,6 +99,8 @@ class PlayoutBuffer:
                     self._started.add(seg.reply_id)
                     events.append(PlayoutEvent(PlayoutEventKind.FIRST_SAMPLE, seg.reply_id,
                                                seg.turn_index, seg.sentence, now))
+                if take:  # a newer reply heard ends an older one cut without its last piece
+                    self._under_way = (seg.reply_id, seg.turn_index, seg.sentence)
                 out += take
                 seg.offset += len(take)
                 self._queued_bytes -= len(take)
@@ -100,6 +113,8 @@ class PlayoutBuffer:
                                                    seg.reply_id, seg.turn_index, seg.sentence,
                                                    now))
                     if seg.last:
+                        if self._under_way is not None and self._under_way[0] == seg.reply_id:
+                            self._under_way = None
                         events.append(PlayoutEvent(PlayoutEventKind.REPLY_PLAYED, seg.reply_id,
                                                    seg.turn_index, seg.sentence, now))
             if len(out) < self.frame_bytes:
@@ -115,8 +130,11 @@ class PlayoutBuffer:
         with self._lock:
             playing = next((s for s in self._segments if s.reply_id in self._started), None)
             unheard = {s.turn_index for s in self._segments if s.reply_id not in self._started}
+            under_way, self._under_way = self._under_way, None
             self._segments.clear()
             self._queued_bytes = 0
-        if playing is None:
-            return None, unheard
-        return Interrupted(playing.reply_id, playing.turn_index, playing.sentence), unheard
+        if playing is not None:
+            return Interrupted(playing.reply_id, playing.turn_index, playing.sentence), unheard
+        if under_way is not None:  # cut in a pause between its sentences
+            return Interrupted(*under_way), unheard
+        return None, unheard

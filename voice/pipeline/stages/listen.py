@@ -349,7 +349,10 @@ class ListenStage(FrameProcessor):
 
     async def _maybe_barge_in(self) -> None:
         settings = self.session.settings.barge_in
-        if not (settings.enabled and self.session.bot_speaking):
+        # Not only while our audio plays: in the pause between two sentences of a reply (the
+        # next still being synthesized, seconds on a busy machine) the caller who talks is
+        # talking over it, and the rest of it must not follow.
+        if not (settings.enabled and self.session.playout.reply_under_way):
             return
         if self.segmenter.speech_s * 1000 < settings.min_speech_ms:
             return
