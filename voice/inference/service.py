@@ -213,6 +213,13 @@ async def serve(settings: IvrSettings, *, ready: Callable[[str], None] | None = 
                 stop: asyncio.Event | None = None) -> None:
     """Load the models, serve until ``stop`` is set (or SIGTERM/SIGINT), then close."""
     started = time.perf_counter()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
     bind = settings.inference.bind
     _prepare_bind(bind)  # before loading: a second tier on the same socket stops at once
     service = await asyncio.to_thread(InferenceService, settings)
@@ -230,13 +237,6 @@ async def serve(settings: IvrSettings, *, ready: Callable[[str], None] | None = 
                 f"{time.perf_counter() - started:.1f} s)")
     if ready is not None:
         ready(where)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
     try:
         await stop.wait()
     finally:
