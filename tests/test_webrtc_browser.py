@@ -212,6 +212,7 @@ async def test_a_browser_caller_is_briefed_to_a_sip_agent_and_bridged(tmp_path_f
     seed(CrmStore(crm_url), customers=50)
     agent_port = free_port()
     ivr = IvrProcess(workdir, {
+        "webrtc": {"echo_cancellation": False},  # a headset caller, as in ``ivr`` above
         "call": {"handler": "manager", "crm_url": crm_url, "max_silence_s": 60},
         "handoff": {"agent_uris": [f"sip:agent@127.0.0.1:{agent_port}"], "ring_timeout_s": 6,
                     "db_url": f"sqlite:///{workdir / 'handoffs.sqlite'}",
