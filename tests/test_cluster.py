@@ -248,8 +248,9 @@ def test_kamailio_spreads_refuses_fails_over_and_the_dead_workers_calls_are_clos
     # supervisord restarts it at once; held back until the audio below is measured: on two
     # shared cores its model loading starves the other workers' media threads, which is a
     # matter of this machine's size, not of the kill (a real host has cores for it).
-    subprocess.run([*cluster.supervisorctl, "stop", f"worker:worker_{victim.index}"],
-                   capture_output=True, timeout=60)
+    # (in the background: a worker still loading its models takes a while to stop)
+    stopping = subprocess.Popen([*cluster.supervisorctl, "stop", f"worker:worker_{victim.index}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while "I" not in cluster.dispatcher_states().get(victim.sip_uri, ""):
         assert time.time() - killed_at < 30, cluster.dispatcher_states()
         time.sleep(0.1)
@@ -264,6 +265,7 @@ def test_kamailio_spreads_refuses_fails_over_and_the_dead_workers_calls_are_clos
         assert call.bye() == 200
     # (silent: they are here for where they go; the nine already spoke)
     fresh = [EdgeCall(edge, b"", f"+1555701{i:04d}") for i in range(2)]
+    fresh_at = time.time()
     for i, call in enumerate(fresh):
         place(call, codes, f"fresh{i}")
     assert [c.code for c in fresh] == [200, 200], codes
@@ -275,22 +277,28 @@ def test_kamailio_spreads_refuses_fails_over_and_the_dead_workers_calls_are_clos
     time.sleep(10.5)
     window_end = time.time()
 
-    # The calls on the live workers kept their audio through the kill: no gap over 200 ms in
-    # the RTP their callers received. On this shared 2-core machine CPU contention alone can
-    # starve a worker's media clock for longer (the same calls are measured before the kill);
-    # then the kill must not have made any gap longer than the longest before it (+20%).
+    # The calls on the live workers kept their audio through the kill and its detection: no
+    # gap over 200 ms in the RTP their callers received, from the kill until new calls were
+    # placed. Setting up those new calls on the same workers then costs the calls there some
+    # media time on this shared 2-core machine (as any new call does, kill or not): over the
+    # whole window a gap may be as long as the longest the same calls had before the kill,
+    # while the others were being answered, +50%.
+    window = {c.caller.decode(): c.max_gap_ms(since=killed_at - 1.0, until=fresh_at)
+              for c in still}
     after = {c.caller.decode(): c.max_gap_ms(since=killed_at - 1.0, until=window_end)
              for c in still}
     before = {c.caller.decode(): c.max_gap_ms(since=killed_at - 10.0, until=killed_at - 1.0)
               for c in still}
-    assert None not in after.values() and None not in before.values(), (after, before)
-    allowed = max(200.0, 1.2 * max(before.values()))
-    assert max(after.values()) <= allowed, ("gaps after the kill", after, "before", before,
-                                            "gaps over 100 ms (s from the kill, ms)",
-                                            {c.caller.decode(): long_gaps(c, killed_at)
-                                             for c in still})
-    print(f"max RTP gap at the live workers' callers: {max(after.values()):.0f} ms after the "
-          f"kill, {max(before.values()):.0f} ms before it")
+    diagnosis = ("until new calls", window, "whole window", after, "before", before,
+                 "gaps over 100 ms (s from the kill, ms)",
+                 {c.caller.decode(): long_gaps(c, killed_at) for c in still})
+    assert None not in window.values() and None not in before.values(), diagnosis
+    assert max(window.values()) <= 200, diagnosis
+    assert max(after.values()) <= max(200.0, 1.5 * max(before.values())), diagnosis
+    print(f"max RTP gap at the live workers' callers: {max(window.values()):.0f} ms from the "
+          f"kill to new calls ({fresh_at - killed_at:.1f} s), {max(after.values()):.0f} ms "
+          f"with the new calls' set-up, {max(before.values()):.0f} ms before the kill; marked "
+          f"down {marked_down_s:.1f} s after the kill")
     for call in [*still, *fresh, *doomed]:
         call.bye(timeout_s=3)
         call.close()
@@ -306,12 +314,14 @@ def test_kamailio_spreads_refuses_fails_over_and_the_dead_workers_calls_are_clos
         assert record["end_reason"] == "caller-hangup", record["end_reason"]
         if call not in fresh:
             assert record["turns"] and all(t["caller_text"] and t["reply_text"]
-                                           for t in record["turns"]), record["turns"]
+                                           for t in record["turns"]), \
+                (call.caller, call in ended, record, call.audible_s())
             assert call.audible_s() > 1.0  # the caller heard the replies
 
     # The killed worker's calls are closed as worker-lost: by a live worker once the dead
     # one's heartbeat is server.worker_lost_after_s old, or by the dead one when supervisord
     # has restarted it, whichever comes first. None is left without a record.
+    stopping.wait(60)
     subprocess.Popen([*cluster.supervisorctl, "start", f"worker:worker_{victim.index}"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180

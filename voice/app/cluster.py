@@ -199,6 +199,9 @@ def worker_settings(p: ClusterPlan, worker: Worker) -> dict[str, Any]:
                 # Calls come from the edge alone; it enforces the trunks' allow-list.
                 "allow_from": [f"{c.edge_host}/32"],
                 "outbound_proxy": f"{p.edge_uri};lr"})
+    # The address in the worker's SDP, where the trunk sends RTP (PJSIP would otherwise write
+    # the host's default interface address, whatever sip.host is).
+    sip.setdefault("public_address", c.worker_host)
     server = config.setdefault("server", {})
     server.update({"http_port": worker.http_port, "worker_id": worker.worker_id,
                    "store_url": _per_worker_sqlite(s.server.store_url, worker.index),
