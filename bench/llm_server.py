@@ -14,7 +14,9 @@ on both alike. Two workloads, both as the IVR sends them through the OpenAI clie
    Reports whether the tools reached the prompt (its token count against the same request
    without them) and whether ``tool_calls`` came back.
 
-Also: start time (process spawned to ``GET /v1/models`` answering) and the server's RSS.
+Also: the server's CPU seconds per round (user + system, all its threads: what the shared
+machine's load does not inflate, unlike wall time), start time (process spawned to
+``GET /v1/models`` answering) and the server's RSS.
 
     python -m bench.llm_server [--rounds 15]
 """
@@ -51,6 +53,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def streamed(client, system: str) -> dict:
@@ -113,11 +121,14 @@ def run(rounds: int) -> dict:
                          "no_tools": []}
             streamed(clients[kind], system)  # warm-up: first request pays page faults
         schema = tool_schema()
+        cpu_before = {k: cpu_s(s._process.pid) for k, s in servers.items()}
         for _ in range(rounds):
             for kind in KINDS:
                 out[kind]["stream"].append(streamed(clients[kind], system))
                 out[kind]["tools"].append(tool_request(clients[kind], agent_system, schema))
         for kind in KINDS:
+            out[kind]["cpu_s_per_round"] = (cpu_s(servers[kind]._process.pid)
+                                            - cpu_before[kind]) / rounds
             out[kind]["no_tools"].append(tool_request(clients[kind], agent_system, None))
             out[kind]["rss_mb"] = rss_mb(servers[kind]._process.pid)
     finally:
@@ -134,6 +145,7 @@ def summarise(out: dict) -> dict:
         tools = runs["tools"]
         summary[kind] = {
             "start_s": runs["start_s"], "rss_mb": runs["rss_mb"],
+            "cpu_s_per_round": runs.get("cpu_s_per_round", float("nan")),
             "first_token_p50": pct(first, 0.5), "first_token_p95": pct(first, 0.95),
             "tokens_per_s_p50": pct(rates, 0.5), "tokens_per_s_p5": pct(rates, 0.05),
             "tool_request_p50": pct([t["ms"] for t in tools], 0.5),
@@ -181,13 +193,18 @@ def report(summary: dict, rounds: int, load: tuple[float, float]) -> str:
         f"Both servers load the bundled SmolLM2-135M-Instruct Q4_1 GGUF with {os.cpu_count()} "
         "threads and a 2048-token context, run side by side, and take requests in turn "
         f"({rounds} rounds of each workload after one warm-up request). Ratio = xllamacpp / "
-        "llama-cpp-python.", "",
+        "llama-cpp-python. On a machine loaded by other work (load average well above its "
+        "cores) the absolute times are far from an idle machine's and vary widely; the ratios, "
+        "from requests interleaved under the same load, are what this run compares. "
+        "Percentiles are nearest-rank.", "",
         "| measure | llama-cpp-python (baseline) | xllamacpp | ratio |", "|---|---|---|---|",
         row("first token, p50 (ms)", "first_token_p50", ".0f"),
         row("first token, p95 (ms)", "first_token_p95", ".0f"),
         row("decode rate, p50 (tokens/s)", "tokens_per_s_p50", ".1f"),
         row("decode rate, p5 (tokens/s)", "tokens_per_s_p5", ".1f"),
         row("tool request, 80 tokens, p50 (ms)", "tool_request_p50", ".0f"),
+        *([row("server CPU per round (s, user + system, both requests)", "cpu_s_per_round",
+               ".1f")] if ours["cpu_s_per_round"] == ours["cpu_s_per_round"] else []),
         row("start to first answer of /v1/models (s)", "start_s", ".2f"),
         row("server RSS after the run (MB)", "rss_mb", ".0f"), "",
         "## Tool calls", "",
@@ -200,9 +217,10 @@ def report(summary: dict, rounds: int, load: tuple[float, float]) -> str:
         "Both accept the OpenAI `tools` request the free-form agent sends. SmolLM2-135M's chat "
         "template has no tools section, so neither server puts the schema in the prompt (same "
         "token count with and without it) and neither returns `tool_calls`: the agent then "
-        "checks the plain text against the facts, as before. xllamacpp renders the GGUF's "
-        "template with Jinja (llama.cpp's own server), so a tool-capable model behind it returns "
-        "`tool_calls`; llama-cpp-python needs a `--chat_format` for that.", "",
+        "checks the plain text against the facts, as before. xllamacpp renders the GGUF's own "
+        "template with Jinja (llama.cpp's server), which parses tool calls for templates that "
+        "define them; llama-cpp-python needs a `--chat_format` naming a function-calling format. "
+        "Not tried here: no tool-capable GGUF is installable offline.", "",
         "Sample replies (temperature 0):", "",
         f"- llama-cpp-python: {base['sample_reply']!r}",
         f"- xllamacpp: {ours['sample_reply']!r}", "",
@@ -218,21 +236,31 @@ def report(summary: dict, rounds: int, load: tuple[float, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report and plot again from results/llm_server.json")
     args = parser.parse_args()
+    if args.report_only:
+        saved = json.loads((RESULTS / "llm_server.json").read_text())
+        load = tuple(saved.get("load", (float("nan"), float("nan"))))
+        write_report(saved["runs"], saved["rounds"], load)
+        return
     missing = [k for k in KINDS if not server_available(k)]
     if missing:
         raise SystemExit(f"not installed: {', '.join(missing)} (pip install -e "
                          "'.[llama-cpp-python]' for the baseline)")
     load_start = os.getloadavg()[0]
     out = run(args.rounds)
-    load_end = os.getloadavg()[0]
-    summary = summarise(out)
+    load = (load_start, os.getloadavg()[0])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "llm_server.json").write_text(json.dumps(
-        {"machine": machine(), "rounds": args.rounds, "summary": summary, "runs": out},
-        indent=1, default=float))
+        {"machine": machine(), "rounds": args.rounds, "load": load,
+         "summary": summarise(out), "runs": out}, indent=1, default=float))
+    write_report(out, args.rounds, load)
+
+
+def write_report(out: dict, rounds: int, load: tuple[float, float]) -> None:
     plot(out, RESULTS / "llm_server.png")
-    text = report(summary, args.rounds, (load_start, load_end))
+    text = report(summarise(out), rounds, (load[0], load[1]))
     (RESULTS / "llm_server.md").write_text(text)
     print(text)
 
