@@ -114,3 +114,14 @@ async def test_bad_input_and_settings_are_refused(whisper):
         await asr.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await asr.transcribe(np.zeros(16000, dtype=np.int16))
+
+
+async def test_closing_leaves_no_turn_waiting(whisper, turns):
+    asr = batcher(whisper)
+    waiting = [asyncio.create_task(asr.transcribe(samples)) for _, samples in turns[:8]]
+    while not asr._running:  # the batch of 8 has gone to the model
+        await asyncio.sleep(0.001)
+    await asr.aclose()
+    for task in waiting:
+        with pytest.raises(RuntimeError, match="closed"):
+            await task

@@ -190,6 +190,12 @@ class BatchingTranscriber:
             try:
                 transcripts, reruns = await loop.run_in_executor(
                     self._pool, self._decode_batch, [r.samples for r in group])
+            except asyncio.CancelledError:  # aclose: nobody is left waiting
+                for request in group:
+                    if not request.future.done():
+                        request.future.set_exception(
+                            RuntimeError("the batching transcriber closed"))
+                raise
             except Exception as error:  # noqa: BLE001 - the model failed: every member learns why
                 for request in group:
                     if not request.future.done():
