@@ -225,10 +225,9 @@ def capacity(rows: list[dict], budget_ms: float) -> list[str]:
              "oversubscribed; that is what the 70% keeps.",
              "- **GPU host** (ASR and TTS on the GPU through the per-host inference seam, "
              "models.inference_url): the CPU left per call is the media path, VAD, the turn "
-             "logic and the PJSIP bridge. From the turn stage timings of these runs, ASR and "
-             "TTS are the larger part of a turn's work; if they leave the CPU entirely, and "
-             "assuming they are three quarters of the CPU cost (an assumption, not a "
-             f"measurement), a 16-core host carries about {calls_cpu * 4:.0f} calls, limited "
+             "logic and the PJSIP bridge. Assuming ASR and TTS are three quarters of the "
+             "measured CPU cost (an assumption, not measured here) and leave the CPU entirely, "
+             f"a 16-core host carries about {calls_cpu * 4:.0f} calls, limited "
              "then by PJSIP's 4 legs per process (workers: calls / 3) and by RAM, with the "
              "models loaded once on the GPU instead of in every worker.", ""]
     return lines

@@ -33,12 +33,13 @@ def test_the_generated_config_passes_kamailio_check(tmp_path):
     checked = cluster.check_kamailio(p.kamailio_cfg)
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert "src_ip == 10.20.0.0/16" in p.kamailio_cfg.read_text()
-    # Each worker: its own ports and identity, calls from the edge only, agent legs via it.
+    # Each worker: its own ports and identity, calls from the edge only, agents dialled
+    # directly.
     ports = set()
     for worker in p.workers:
         config = yaml.safe_load(worker.config_path.read_text())
         assert config["sip"]["allow_from"] == ["127.0.0.1/32"]
-        assert config["sip"]["outbound_proxy"] == f"{p.edge_uri};lr"
+        assert "outbound_proxy" not in config["sip"]
         assert config["server"]["worker_id"] == worker.worker_id
         assert config["server"]["store_url"].endswith(f"-worker-{worker.index}.sqlite")
         ports |= {config["sip"]["port"], config["server"]["http_port"]}

@@ -197,8 +197,9 @@ def worker_settings(p: ClusterPlan, worker: Worker) -> dict[str, Any]:
     sip.update({"host": c.worker_host, "port": worker.sip_port, "rtp_port": worker.rtp_port,
                 "rtp_port_range": c.rtp_ports_per_worker,
                 # Calls come from the edge alone; it enforces the trunks' allow-list.
-                "allow_from": [f"{c.edge_host}/32"],
-                "outbound_proxy": f"{p.edge_uri};lr"})
+                "allow_from": [f"{c.edge_host}/32"]})
+    # Agent legs are dialled directly, not through the edge (sip.outbound_proxy unset): see
+    # deploy/kamailio/README.md for why.
     # The address in the worker's SDP, where the trunk sends RTP (PJSIP would otherwise write
     # the host's default interface address, whatever sip.host is).
     sip.setdefault("public_address", c.worker_host)
