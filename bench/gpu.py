@@ -94,6 +94,7 @@ class Report:
     reply_s: float
     rounds: int = 1
     load: list[float] = field(default_factory=list)  # 1-min load average at start and end
+    cpu_pressure_pct: float | None = None  # share of the run some task waited for a CPU (PSI)
     runs: list[Run] = field(default_factory=list)
     throughput: dict[str, float] = field(default_factory=dict)
     padding: dict[str, int] = field(default_factory=dict)
@@ -294,6 +295,15 @@ def padding_changes(model, turns: list[np.ndarray]) -> dict[str, int]:  # noqa: 
     return changed
 
 
+def cpu_stall_us() -> float | None:
+    """Linux PSI: microseconds some runnable task of this host has waited for a CPU."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return float(line.rsplit("total=", 1)[1])
+
+
 def first_over(runs: list[Run], mode: str, budget_ms: float) -> str:
     for run in sorted((r for r in runs if r.mode == mode), key=lambda r: r.calls):
         if run.p95 > budget_ms:
@@ -320,17 +330,20 @@ def write_report(reports: dict[str, Report]) -> None:
                          f"asr.max_batch {report.max_batch}, reply {report.reply_s:g} s, "
                          f"{report.rounds} round(s) pooled, "
                          f"ASR budget {report.budget_ms:g} ms; 1-minute load average "
-                         f"{' at start, '.join(f'{v:.1f}' for v in report.load)} at end "
-                         "(other work shares this host).")
+                         f"{' at start, '.join(f'{v:.1f}' for v in report.load)} at end, "
+                         "some task waiting for a CPU "
+                         + (f"{report.cpu_pressure_pct:.0f} %" if report.cpu_pressure_pct
+                            is not None else "(not recorded)")
+                         + " of the run (Linux PSI; other work shares this host).")
     lines += ["", "Reproduce: `.venv/bin/python -m bench.gpu` (this host's device; CPU: N = 1, 2, "
               "4, 6, 8). Each call speaks the fixture callers' turns in real time (24 turns, "
               "1.1-7.9 s, real speakers over G.711), turn ends staggered by seeded random "
               "start offsets; ASR latency is turn end to transcript, raw, nothing excluded. "
               "Batched and one-at-a-time (today's path: one model, one ASR thread) run the "
               "same schedule in the same run.", ""]
-    lines += ["| N calls | CPU batched p50 / p95 ms | CPU one-at-a-time p50 / p95 ms | "
-              "CPU batch sizes (batches) | CPU process CPU % | GPU batched p50 / p95 ms | "
-              "GPU one-at-a-time p50 / p95 ms | GPU util % (mean/max) | GPU memory MiB |",
+    lines += ["| N calls | CPU batched p50 / p95 / max ms | CPU one-at-a-time p50 / p95 / max ms | "
+              "CPU batch sizes (batches) | CPU process CPU % | GPU batched p50 / p95 / max ms | "
+              "GPU one-at-a-time p50 / p95 / max ms | GPU util % (mean/max) | GPU memory MiB |",
               "|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
 
     def cell(report: Report | None, mode: str, n: int) -> Run | None:
@@ -343,8 +356,10 @@ def write_report(reports: dict[str, Report]) -> None:
         row = [str(n)]
         for report in (cpu, cuda):
             b, u = cell(report, "batched", n), cell(report, "unbatched", n)
-            row.append(f"{b.p50:.0f} / {b.p95:.0f}" if b else "not measured")
-            row.append(f"{u.p50:.0f} / {u.p95:.0f}" if u else "not measured")
+            row.append(f"{b.p50:.0f} / {b.p95:.0f} / {max(b.latencies_ms):.0f}" if b
+                       else "not measured")
+            row.append(f"{u.p50:.0f} / {u.p95:.0f} / {max(u.latencies_ms):.0f}" if u
+                       else "not measured")
             if report is cpu:
                 row.append(", ".join(f"{k}: {v}" for k, v in sorted(b.batch_sizes.items(),
                                                                      key=lambda kv: int(kv[0])))
@@ -496,6 +511,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     budget_ms=args.budget_ms, window_ms=args.window_ms,
                     max_batch=args.max_batch, reply_s=args.reply_s, rounds=args.rounds,
                     load=[os.getloadavg()[0]])
+    stall0, wall0 = cpu_stall_us(), time.perf_counter()
     for round_ in range(args.rounds):
         for i, n in enumerate(calls):
             first = "batched" if (i + round_) % 2 == 0 else "unbatched"
@@ -511,6 +527,9 @@ async def main_async(args: argparse.Namespace) -> None:
     report.padding = padding_changes(model, turns)
     print("padding:", report.padding, flush=True)
     report.load.append(os.getloadavg()[0])
+    stall1 = cpu_stall_us()
+    if stall0 is not None and stall1 is not None:
+        report.cpu_pressure_pct = (stall1 - stall0) / 1e6 / (time.perf_counter() - wall0) * 100
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"gpu_{device}.json").write_text(json.dumps(asdict(report), indent=1) + "\n")
     reports = {}
