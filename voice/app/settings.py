@@ -158,9 +158,10 @@ class AsrSettings(Section):
                                    "batches more under load and adds that much to a lone turn; "
                                    "must stay below budget.asr_ms, and no utterance waits past "
                                    "its deadline.")
-    max_batch: int = Field(16, ge=1, description="Most utterances in one batched forward pass. "
-                           "Larger batches use a GPU better; on a CPU each extra utterance adds "
-                           "its encoder time to everyone's wait in that batch.")
+    max_batch: int | None = Field(None, ge=1, description="Most utterances in one batched "
+                                  "forward pass. None: 16 when Whisper runs on CUDA, 1 (no "
+                                  "batching) on a CPU, where bench/gpu.py measured no gain and a "
+                                  "batch makes each turn wait for the others' encoder time.")
 
 
 class TtsSettings(Section):

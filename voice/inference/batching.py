@@ -89,6 +89,7 @@ class BatchingTranscriber:
                              f"the ASR budget ({budget_ms:g} ms)")
         self.single = WhisperTranscriber(model, settings)
         self.settings = settings
+        self.max_batch = settings.max_batch or 16  # None is the tier's per-device choice
         self.budget_s = budget_ms / 1000
         self.window_s = settings.batch_window_ms / 1000
         self.batches: deque[BatchRecord] = deque(maxlen=10_000)
@@ -164,8 +165,8 @@ class BatchingTranscriber:
                 continue
             head = self._pending[0]
             group = [r for r in self._pending if r.n_frames == head.n_frames]
-            group = group[: self.settings.max_batch]
-            if len(group) == self.settings.max_batch:
+            group = group[: self.max_batch]
+            if len(group) == self.max_batch:
                 reason = DispatchReason.FULL
                 break
             window_end = head.arrival + self.window_s

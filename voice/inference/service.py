@@ -69,9 +69,11 @@ class InferenceService:
             self.asr_models[fallback] = self.engines.fallback(fallback)  # fail now, not mid-call
         # Turns of different calls that end together share one forward pass of the default
         # model (max_batch 1: one at a time, as in a worker).
-        self.batcher = BatchingTranscriber(self.engines.transcriber.model, settings.asr,
-                                           budget_ms=settings.budget.asr_ms) \
-            if settings.asr.max_batch > 1 else None
+        model = self.engines.transcriber.model
+        self.max_batch = settings.asr.max_batch or (16 if model.model.device == "cuda" else 1)
+        self.batcher = BatchingTranscriber(
+            model, settings.asr.model_copy(update={"max_batch": self.max_batch}),
+            budget_ms=settings.budget.asr_ms) if self.max_batch > 1 else None
         self.embedder = self.engines.registry.embedder()
         self.embed_pool = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self.served = 0
@@ -139,7 +141,7 @@ class InferenceService:
     async def describe(self, request: Message) -> Message:
         models = self.settings.models
         return Message({"asr_models": sorted(self.asr_models), "tts_voice": models.tts_voice,
-                        "asr_batch": self.settings.asr.max_batch if self.batcher else 1,
+                        "asr_batch": self.max_batch,
                         "embedding_model": models.embedding_model, "pid": os.getpid(),
                         "device": self.engines.registry.whisper_device, "served": self.served})
 
