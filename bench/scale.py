@@ -233,6 +233,16 @@ def capacity(rows: list[dict], budget_ms: float) -> list[str]:
     return lines
 
 
+def load_note(rows: list[dict]) -> str:
+    """What the host's 1-minute load average was at the end of each run: other work on these
+    two cores raises every latency here."""
+    loads = [r["load_1m"] for r in rows if "load_1m" in r]
+    if not loads:
+        return "The host's load was not recorded in this run's data."
+    return (f"1-minute load average at the end of each run: {min(loads):g} to {max(loads):g} "
+            "(2 cores; other work on the host raises every latency).")
+
+
 def write_report(rows: list[dict], budget_ms: float) -> None:
     import matplotlib
 
@@ -251,15 +261,13 @@ def write_report(rows: list[dict], budget_ms: float) -> None:
     ax2.bar(list(x), [r["cpu_per_call_s"] or 0 for r in rows])
     ax2.set_xticks(list(x), labels, fontsize=7)
     ax2.set_ylabel("CPU seconds per call-second")
-    fig.suptitle("Calls through Kamailio to 1-3 IVR workers (2 cores, shared)")
+    fig.suptitle("Calls through Kamailio to 1-3 IVR workers (2 cores)")
     fig.tight_layout()
     fig.savefig(RESULTS / "scale.png", dpi=110)
 
     fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
     lines = ["# Scale bench: Kamailio edge + IVR workers", "",
-             f"Machine: {machine()}. No GPU. **Shared**: other sessions ran tests and builds "
-             "on the same two cores during this run, so the latencies are pessimistic and "
-             "noisy.", "",
+             f"Machine: {machine()}. No GPU. {load_note(rows)}", "",
              "Command: `.venv/bin/python -m bench.scale` "
              f"(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", "",
              __doc__.split("\n\n", 2)[2].strip(), "",
@@ -356,6 +364,7 @@ def main() -> int:
                 rows.append(run_level(plan, "direct", f"sip:+18005550100@127.0.0.1:"
                                       f"{worker.sip_port}", 1, args.baseline, manifest,
                                       budget_ms, tag, fresh_rss))
+                rows[-1]["load_1m"] = round(os.getloadavg()[0], 2)
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "waits_ms"}),
                       flush=True)
             for spec in args.runs.split(","):
@@ -365,6 +374,7 @@ def main() -> int:
                 time.sleep(1.0)
                 rows.append(run_level(plan, "edge", edge_uri, workers, calls, manifest,
                                       budget_ms, tag, fresh_rss))
+                rows[-1]["load_1m"] = round(os.getloadavg()[0], 2)
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "waits_ms"}),
                       flush=True)
         finally:
