@@ -688,18 +688,22 @@ class RawCall:
                 header_bytes = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts & 0xFFFFFFFF,
                                            ssrc)
                 try:
-                    self.rtp.sendto(header_bytes + PCMU_SILENCE, self.remote_media)
+                    self.rtp.sendto(header_bytes + self._next_payload(), self.remote_media)
                 except OSError:
                     pass
                 seq, ts = seq + 1, ts + 160
             next_at += 0.02
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
+    def _next_payload(self) -> bytes:
+        """The next 20 ms of PCMU to send (silence; a subclass may speak)."""
+        return PCMU_SILENCE
+
     def _rtp_in(self) -> None:
         self.rtp.settimeout(0.2)
         while not self._stop.is_set():
             try:
-                _, ancillary, _, _ = self.rtp.recvmsg(2048, 64)
+                packet, ancillary, _, _ = self.rtp.recvmsg(2048, 64)
             except TimeoutError:
                 continue
             except OSError:
@@ -709,7 +713,11 @@ class RawCall:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     seconds, nanos = struct.unpack("qq", data[:16])
                     stamp = seconds + nanos / 1e9
-            self.arrivals.append(stamp if stamp is not None else time.time())
+            self._received(stamp if stamp is not None else time.time(), packet)
+
+    def _received(self, stamp: float, packet: bytes) -> None:
+        """One RTP packet from the server, with its kernel arrival time (s)."""
+        self.arrivals.append(stamp)
 
     def max_gap_ms(self, since: float | None = None, until: float | None = None) -> float | None:
         """The longest time between two RTP packets from the server (wall clock window)."""

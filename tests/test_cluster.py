@@ -21,7 +21,6 @@ import random
 import re
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -73,6 +72,7 @@ class EdgeCall(RawCall):
         super().__init__(edge, caller=caller.encode())
         self.route: list[bytes] = []
         self.speech = speech
+        self.sent = 0  # bytes of speech sent
         self.heard: list[tuple[float, bytes]] = []
         self.code = 0
         self.failure: bytes | None = None
@@ -90,39 +90,14 @@ class EdgeCall(RawCall):
             self.failure = response.raw
         super()._ack(response, cseq)
 
-    def _rtp_out(self) -> None:
-        seq, ts, sent = 0, 0, 0
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            if self.remote_media:
-                payload = self.speech[sent:sent + 160]
-                payload += b"\xff" * (160 - len(payload))  # mu-law silence after the speech
-                sent += 160
-                packet = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts, 0x5EED) + payload
-                try:
-                    self.rtp.sendto(packet, self.remote_media)
-                except OSError:
-                    pass
-                seq, ts = seq + 1, (ts + 160) & 0xFFFFFFFF
-            next_at += 0.02
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
+    def _next_payload(self) -> bytes:
+        payload = self.speech[self.sent:self.sent + 160]
+        self.sent += 160
+        return payload + b"\xff" * (160 - len(payload))  # mu-law silence after the speech
 
-    def _rtp_in(self) -> None:
-        self.rtp.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                data, ancillary, _, _ = self.rtp.recvmsg(2048, 64)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            stamp = time.time()
-            for level, kind, raw in ancillary:
-                if level == socket.SOL_SOCKET and kind == 35:  # SO_TIMESTAMPNS
-                    seconds, nanos = struct.unpack("qq", raw[:16])
-                    stamp = seconds + nanos / 1e9
-            self.arrivals.append(stamp)
-            self.heard.append((stamp, data[12:]))
+    def _received(self, stamp: float, packet: bytes) -> None:
+        super()._received(stamp, packet)
+        self.heard.append((stamp, packet[12:]))
 
     @property
     def worker_port(self) -> int | None:
