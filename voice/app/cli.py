@@ -29,6 +29,15 @@ def _settings(args: argparse.Namespace, **overrides):
     return IvrSettings.load(args.config, **overrides)
 
 
+def _server_settings(args: argparse.Namespace, command: str, **overrides):
+    """The settings of a long-running command, or None once a bad file or value is named."""
+    try:
+        return _settings(args, **overrides)
+    except Exception as error:  # noqa: BLE001 - a bad settings file or value: name it, stop
+        print(f"ivr {command}: invalid settings: {error}", file=sys.stderr)
+        return None
+
+
 def _quiet_logs(verbose: bool) -> None:
     from loguru import logger
 
@@ -175,10 +184,8 @@ def cmd_inference(args: argparse.Namespace) -> int:
     from voice.inference.service import serve
 
     overrides = {"inference__bind": args.bind} if args.bind else {}
-    try:
-        settings = _settings(args, **overrides)
-    except Exception as error:  # noqa: BLE001 - a bad settings file or value: name it, stop
-        print(f"ivr inference: invalid settings: {error}", file=sys.stderr)
+    settings = _server_settings(args, "inference", **overrides)
+    if settings is None:
         return 2
     _serve_logs(args.verbose)
     try:
@@ -205,10 +212,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["server__store_url"] = args.store
     if args.agent:
         overrides["handoff__agent_uris"] = args.agent
-    try:
-        settings = _settings(args, **overrides)
-    except Exception as error:  # noqa: BLE001 - a bad settings file or value: name it, stop
-        print(f"ivr serve: invalid settings: {error}", file=sys.stderr)
+    settings = _server_settings(args, "serve", **overrides)
+    if settings is None:
         return 2
     _serve_logs(args.verbose)
     return asyncio.run(IvrServer(settings).run())
