@@ -152,6 +152,9 @@ class Server:
     def calls_active(self) -> int:
         return int(self.health().get("calls_active", 0))
 
+    def legs_held(self) -> int:
+        return int(self.health().get("sip", {}).get("legs_held", 0))
+
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.ivr.http_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -212,8 +215,14 @@ def corpus_run(server):
 
 
 def good_call(server: Server, caller: str) -> dict:
-    """A pjsua2 caller speaks one sentence and hangs up; returns the IVR's record of it."""
+    """A pjsua2 caller speaks one sentence and hangs up; returns the IVR's record of it.
+
+    It waits for PJSIP to let go of the hostile calls first: a leg whose 200 OK was never ACKed
+    outlives its call until Timer H (32 s) and holds its place against ``max_calls`` till then.
+    """
     server.ensure_alive()
+    assert wait_until(lambda: server.legs_held() == 0, 60), \
+        f"PJSIP still holds {server.legs_held()} call legs a minute after their calls"
     result = run_peer([server.ivr.uri, "--play", str(CALLS / "two_turns_8k.wav"),
                        "--wait", "1.0", "--tail", "3", "--caller-id", caller], timeout_s=90)
     assert result["connected"] and result["codec"].startswith("PCMU"), result

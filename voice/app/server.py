@@ -431,6 +431,7 @@ class IvrServer:
         return {"status": "draining" if self._stopping.is_set() else "ok",
                 "calls_active": len(self.calls), "max_calls": self.settings.sip.max_calls,
                 "sip": {"bound": engine.bound if engine else {},
+                        "legs_held": engine.legs_held if engine else 0,
                         "registration": engine.registration if engine else None},
                 "transfers": {"agents": len(self.settings.handoff.agent_uris),
                               "mode": self.settings.handoff.transfer_mode,

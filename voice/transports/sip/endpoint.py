@@ -682,6 +682,13 @@ class SipEngine:
     def inbound_calls(self) -> int:
         return sum(1 for leg in self._legs.values() if leg.direction == "inbound")
 
+    @property
+    def legs_held(self) -> int:
+        """Call legs PJSIP still holds, agent legs included. A leg outlives its call while PJSIP
+        ends the dialog (a 200 OK never ACKed is ended when Timer H fires, 32 s later), and it
+        counts against ``max_calls`` until then."""
+        return len(self._legs)
+
     def _source_allowed(self, host: str) -> bool:
         if address_allowed(host, self.allow_from):
             return True
