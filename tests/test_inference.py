@@ -30,7 +30,7 @@ from voice.inference.client import (
 )
 from voice.inference.outage import WAIT_STEP
 from voice.inference.wire import Message
-from voice.pipeline.stages.speak import spoken_pieces
+from voice.pipeline.clauses import spoken_pieces
 from voice.transports.base import LineInfo
 from voice.transports.recorded import RecordedLine
 

@@ -9,6 +9,7 @@ action the CRM did not confirm.
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ MAX_SLOT_TRIES = 2
 KEY_IN_CARD = ("To pay it by card, key in the card number on your keypad, then press the hash "
                "key. Press star to cancel.")
 # A card number the caller said before the flow asked for it arrives masked: "[card ending 1111]".
+# What a preview may look up (see ``TurnManager.preview_turn``); every other tool writes.
+READ_ONLY_TOOLS = frozenset({"order_status", "account_balance", "recent_charges"})
 _CARD_SAID = re.compile(r"\[card ending \d{4}\]")
 
 
@@ -95,6 +98,22 @@ class _Pending:
     tries: int = 0
 
 
+class _PreviewStop(Exception):
+    """A preview reached a step with side effects (a tool that writes): it makes no guess."""
+
+
+class _PreviewTools:
+    """The tools as a preview sees them: lookups pass, anything that writes stops it."""
+
+    def __init__(self, tools: Tools) -> None:
+        self._tools = tools
+
+    def call(self, name: str, **arguments) -> ToolResult:
+        if name not in READ_ONLY_TOOLS:
+            raise _PreviewStop(name)
+        return self._tools.call(name, **arguments)
+
+
 class TurnManager:
     """One per call; implements the pipeline's TurnHandler protocol."""
 
@@ -122,6 +141,7 @@ class TurnManager:
         self._routed: tuple[str, str] | None = None  # (queue, reason) the flow chose this turn
         self._started = time.monotonic()
         self._turn = 0
+        self._vectors: dict[str, object] = {}  # text -> embedding, shared with a preview
         classifier.warm_up()  # the first encoding is several times slower
 
     # -- TurnHandler -------------------------------------------------------------------------------
@@ -142,8 +162,14 @@ class TurnManager:
         asked_for = SECRET_SLOTS.get(self._pending.slot) if self._pending is not None else None
         text = redact(turn.text, asked_for=asked_for)
         self.transcript.append(TranscriptLine(turn=turn.index, speaker="caller", text=text))
-        # One encoding for the intent and the signals, off the event loop (about 10 ms of CPU).
-        vector = await asyncio.to_thread(self.classifier.embed, [text])
+        # One encoding for the intent and the signals, off the event loop (about 10 ms of CPU),
+        # often done already by the preview of the same words.
+        vector = self._vectors.get(text)
+        if vector is None:
+            vector = await asyncio.to_thread(self.classifier.embed, [text])
+            if len(self._vectors) >= 4:
+                self._vectors.clear()
+            self._vectors[text] = vector
         signals = self.signals.observe(text, vector[0])
         self.state.signals.append({"turn": turn.index, **signals.__dict__})
         if signals.asks_for_human:  # a caller who asks for a human gets one, no argument
@@ -163,6 +189,26 @@ class TurnManager:
             reply = self._escalate(decision, apology=not decision.signals["compliance_keywords"])
             reply.nlu_ms = nlu_ms
         return self._said(reply)
+
+    async def preview_turn(self, turn: CallerTurn) -> str | None:
+        """The text ``handle_turn`` would answer now, without side effects: the turn is played
+        on a copy of this call's state, lookups are made, and a step that would write (a case,
+        a callback) or ask an LLM gives no guess."""
+        if self.agent is not None or self.phraser is not None or self.policy.fallback is not None:
+            return None
+        shadow = copy.copy(self)
+        shadow.state = copy.deepcopy(self.state)
+        shadow.signals = copy.copy(self.signals)
+        shadow.signals._history = list(self.signals._history)
+        shadow.policy = copy.copy(self.policy)
+        shadow.transcript = list(self.transcript)
+        shadow._pending = copy.deepcopy(self._pending)
+        shadow.tools = _PreviewTools(self.tools)
+        try:
+            reply = await shadow.handle_turn(turn)
+        except _PreviewStop:
+            return None
+        return reply.text if reply is not None else None
 
     async def _respond(self, turn: CallerTurn, text: str, vector, started: float) -> Reply:
         """The flow's answer to one turn (the escalation policy has the last word)."""

@@ -25,7 +25,10 @@ class EchoTurnHandler:
         return Reply(text=self.greeting) if self.greeting else None
 
     async def handle_turn(self, turn: CallerTurn) -> Reply | None:
-        return Reply(text=f"You said: {mask_card_numbers(turn.text)}")
+        return Reply(text=await self.preview_turn(turn))
+
+    async def preview_turn(self, turn: CallerTurn) -> str | None:
+        return f"You said: {mask_card_numbers(turn.text)}"
 
     async def handle_dtmf(self, digits: str) -> Reply | None:
         return Reply(text=f"You pressed {' '.join(digits)}.")

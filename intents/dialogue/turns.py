@@ -87,3 +87,8 @@ class TurnHandler(Protocol):
 
     async def end_call(self, reason: str) -> None:
         """The call is over; release what the call held."""
+
+    # Optional: ``async def preview_turn(self, turn: CallerTurn) -> str | None``, the text
+    # ``handle_turn`` would answer, computed WITHOUT side effects (no state change, no tool that
+    # writes, no LLM); None when it cannot tell. The pipeline calls it at the early pause to
+    # prepare the reply's first clause; a wrong guess only costs the work of preparing it.

@@ -63,6 +63,13 @@ class _Routed:
         with self.trace.turn(turn.index):
             return await self.inner.handle_turn(turn)
 
+    async def preview_turn(self, turn: CallerTurn) -> str | None:
+        """What ``handle_turn`` would answer, without side effects (see ``TurnHandler``)."""
+        preview = getattr(self.inner, "preview_turn", None)
+        if preview is None or (self.offer is not None and not self.offer.done):
+            return None
+        return await preview(turn)
+
     async def handle_dtmf(self, digits: str) -> Reply | None:
         if self.offer is not None and not self.offer.done:
             reply = await self.offer.keyed(digits)

@@ -98,6 +98,11 @@ class TurnSettings(Section):
     # Off by default: with a 'complete' ending the turn after 200 ms of silence it cut read
     # sentences at their inner pauses (a barge-in sentence, LibriVox callers of the eval cohort),
     # and a cut caller costs more than the 100-400 ms it saves at three concurrent calls.
+    speculative_reply: bool = Field(True, description="At the early pause, ask the turn "
+                                    "handler what it would answer (without side effects) and "
+                                    "synthesize the answer's first clause while the end of turn "
+                                    "is confirmed; it is played only if the confirmed turn's "
+                                    "reply opens with exactly that clause.")
     smart_turn: bool = Field(False, description="Run the Smart Turn v3.2 model (pipecat's "
                              "bundled ONNX, CPU) on the turn's audio at the early pause, beside "
                              "the transcript rule: a confident 'complete' ends a complete-looking "

@@ -134,7 +134,7 @@ class RemoteEngines:
             if settings.vad.use_silero else None
         self.pool = ThreadPoolExecutor(settings.inference.client_threads,
                                        thread_name_prefix="inference")
-        from voice.pipeline.stages.speak import spoken_pieces
+        from voice.pipeline.clauses import spoken_pieces
 
         # Kept piece by piece, as the speak stage asks for them (an opening clause alone).
         self.kept_phrases = {piece for phrase in (settings.tts.acknowledgement,

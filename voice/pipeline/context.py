@@ -15,6 +15,7 @@ from voice.app.settings import IvrSettings
 from voice.asr import Transcript
 from voice.pipeline.playout import Interrupted, PlayoutBuffer
 from voice.pipeline.records import TurnRecord
+from voice.pipeline.speculation import SpeculativeReply
 
 
 class CallContext(Protocol):
@@ -26,6 +27,7 @@ class CallContext(Protocol):
     fast: bool  # faster than real time (a recording, not a caller)
     silero_session: Any
     playout: PlayoutBuffer
+    speculation: SpeculativeReply
     last_interrupted: Interrupted | None
     hangup_after_reply: int | None  # hang up once this reply has been heard
     transfer_after_reply: tuple[int, str] | None  # (reply id, queue) to transfer after

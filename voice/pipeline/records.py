@@ -64,6 +64,8 @@ class TurnRecord:
     end_rule: str = ""  # the end-of-turn rule that set the wait (value-complete, smart-turn-...)
     smart_turn_p: float | None = None  # Smart Turn's P(complete) at the early pause, if asked
     smart_turn_ms: float | None = None  # what asking it took (queue wait included)
+    speculation: str | None = None  # the prepared first clause was "used" or "missed"
+    speculations_discarded: int = 0  # prepared during the turn, thrown away (the caller went on)
 
     def compute_stages(self, budget: Any) -> None:
         """Fill ``stages``, ``total_ms`` and ``ladder`` from the instants (all ms)."""
@@ -128,6 +130,9 @@ class TurnRecord:
             **({"smart_turn_p": round(self.smart_turn_p, 3),
                 "smart_turn_ms": round(self.smart_turn_ms or 0.0, 1)}
                if self.smart_turn_p is not None else {}),
+            **({"speculation": self.speculation} if self.speculation else {}),
+            **({"speculations_discarded": self.speculations_discarded}
+               if self.speculations_discarded else {}),
         }
 
     def to_json(self) -> str:

@@ -17,10 +17,12 @@ from intents.dialogue.turns import CallInfo, TurnHandler
 from voice.app.settings import IvrSettings
 from voice.asr import Transcript
 from voice.engines import VoiceEngines, shared_engines
+from voice.inference.client import InferenceUnavailable
 from voice.inference.outage import TierOutage
 from voice.pipeline.frames import SayFrame
 from voice.pipeline.playout import Interrupted, PlayoutBuffer, PlayoutEvent, PlayoutEventKind
 from voice.pipeline.records import LadderStep, TurnRecord
+from voice.pipeline.speculation import SpeculativeReply
 from voice.pipeline.stages import ListenStage, PlayoutStage, RespondStage, SpeakStage
 
 TurnCallback = Callable[[TurnRecord], None]
@@ -61,6 +63,9 @@ class CallSession:
         self._frame_event = asyncio.Event()
 
         self.tier = TierOutage(self, self.engines, settings)  # the inference tier's outages
+        self.speculation = SpeculativeReply(
+            self.handler if settings.turn.speculative_reply else None,
+            self._synthesize_speculatively, self.call_id)
         self.listen = ListenStage(self)
         self.respond = RespondStage(self)
         self.pipeline = Pipeline([self.listen, self.respond, SpeakStage(self),
@@ -104,6 +109,7 @@ class CallSession:
         await self.worker.queue_frame(EndFrame())
         if self._runner_task is not None:
             await self._runner_task
+        self.speculation.close()
         await self.handler.end_call(reason)
         for index in sorted(self.turns):
             self._emit(index)
@@ -231,6 +237,14 @@ class CallSession:
         pcm = await self.tier.run("tts", lambda: self.engines.synthesize(text,
                                                                          self.transport_rate))
         return pcm or b""
+
+    async def _synthesize_speculatively(self, text: str) -> bytes | None:
+        """A clause that may never be played: an unavailable tier is not an outage to announce
+        (the confirmed reply will meet it and say so)."""
+        try:
+            return await self.engines.synthesize(text, self.transport_rate)
+        except InferenceUnavailable:
+            return None
 
     def downgrade_asr(self) -> None:
         if not self._asr_downgraded:

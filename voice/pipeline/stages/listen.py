@@ -183,6 +183,7 @@ class ListenStage(FrameProcessor):
         logger.debug(f"{self.session.call_id}: {event.kind} at {event.at_s:.2f}s")
         if event.kind == TurnEventKind.SPEECH_STARTED:
             self._speculative = None
+            self.session.speculation.new_turn()
             self._heard_before, self._speech_s_before = None, 0.0
             self._value_suspect = False
         elif event.kind == TurnEventKind.EARLY_PAUSE:
@@ -190,6 +191,7 @@ class ListenStage(FrameProcessor):
         elif event.kind == TurnEventKind.SPEECH_RESUMED:
             self._asr_generation += 1  # the running transcript is for a turn that went on
             self._speculative = None
+            self.session.speculation.discard()  # its reply is never played
         elif event.kind == TurnEventKind.TURN_ENDED:
             await self._end_turn(event)
 
@@ -240,6 +242,7 @@ class ListenStage(FrameProcessor):
         speculation = _Speculation(generation, transcript, started, time.perf_counter(), wait,
                                    smart_p, smart_ms)
         self._speculative = speculation
+        self._speculate(transcript)
         smart_said = "not yet" if smart_p is None else f"{smart_p:.2f}"
         logger.debug(f"{self.session.call_id}: heard {redact(transcript.text)!r} in "
                      f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait.silence_ms:.0f} "
@@ -258,6 +261,18 @@ class ListenStage(FrameProcessor):
             speculation.wait = fused
             for ended in self.segmenter.set_required_silence(fused.silence_ms, self.stream_s):
                 await self._on_turn_event(ended)
+
+    def _speculate(self, transcript: Transcript) -> None:
+        """Prepare the reply to this transcript while the end of turn is being confirmed."""
+        text = transcript.text.strip()
+        if not text or transcript.dropped or (self._barged and is_backchannel(text)):
+            return
+        seg = self.segmenter
+        self.session.speculation.start(CallerTurn(
+            call_id=self.session.call_id, index=self._turn_index + 1, text=text,
+            language=transcript.language, asr_avg_logprob=transcript.avg_logprob,
+            speech_start_s=seg.speech_start_s, speech_end_s=seg.speech_end_s,
+            barge_in=self._barged))
 
     async def _end_turn(self, event: TurnEvent) -> None:
         if self.asr_paused:
@@ -283,7 +298,9 @@ class ListenStage(FrameProcessor):
         confirmed = max(confirmed, asr_end)
         self._track_asr_budget(transcript)
         text = transcript.text.strip()
+        discarded = self.session.speculation.confirmed(text)
         if not text or (barged and is_backchannel(text)):
+            self.session.speculation.new_turn()
             logger.info(f"{self.session.call_id}: no turn "
                         f"({transcript.dropped or repr(redact(text))})")
             if barged and self.session.settings.barge_in.resume_on_backchannel and \
@@ -302,7 +319,8 @@ class ListenStage(FrameProcessor):
                             end_rule="forced" if event.forced else
                             (speculation.wait.rule if speculation.wait else "longest-wait"),
                             smart_turn_p=speculation.smart_turn_p,
-                            smart_turn_ms=speculation.smart_turn_ms)
+                            smart_turn_ms=speculation.smart_turn_ms,
+                            speculations_discarded=discarded)
         if self.session.fast:
             # --fast feeds frames faster than real time: count the silence waited in stream time.
             record.times.speech_end = asr_start - (event.at_s - event.speech_end_s)
@@ -321,6 +339,7 @@ class ListenStage(FrameProcessor):
         keypad unless it was only a short sound or came with keys (in-band tones)."""
         self._asr_generation += 1  # a transcription started before the pause is discarded
         self._speculative = None
+        self.session.speculation.new_turn()
         self._drop_turn_audio()
         self._barged = False
         spoke_s = event.speech_end_s - event.speech_start_s

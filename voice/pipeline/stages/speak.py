@@ -8,40 +8,15 @@ ignored if more of their text arrives.
 
 from __future__ import annotations
 
-import re
 import time
 
 from pipecat.frames.frames import Frame, InterruptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.string import match_endofsentence
 
+from voice.pipeline.clauses import first_clause_end
 from voice.pipeline.context import CallContext
 from voice.pipeline.frames import ReplyAudioFrame, ReplyTextFrame
-
-_CLAUSE = re.compile(r"[,:;]\s")
-_MIN_CLAUSE_WORDS = 2
-
-
-def first_clause_end(text: str, sentence_end: int) -> int:
-    """End of the opening clause of ``text`` if it closes before the sentence does."""
-    match = _CLAUSE.search(text)
-    if match is None or (sentence_end and match.start() >= sentence_end):
-        return sentence_end
-    if len(text[: match.start()].split()) < _MIN_CLAUSE_WORDS:
-        return sentence_end
-    return match.start() + 1
-
-
-def spoken_pieces(text: str) -> list[str]:
-    """The pieces ``SpeakStage`` synthesizes one by one for the complete reply ``text``: its
-    opening clause, then each sentence (what a worker keeps as audio must match them)."""
-    pieces, pending = [], text
-    while end := (match_endofsentence(pending) if pieces else
-                  first_clause_end(pending, match_endofsentence(pending))):
-        pieces.append(pending[:end].strip())
-        pending = pending[end:]
-    pieces.append(pending.strip())
-    return [piece for piece in pieces if piece]
 
 
 class SpeakStage(FrameProcessor):
@@ -95,7 +70,11 @@ class SpeakStage(FrameProcessor):
             record = self.session.turn(frame.turn_index) if frame.turn_index > 0 else None
             if record is not None and record.times.tts_start is None:
                 record.times.tts_start = time.perf_counter()
-            audio = await self.session.synthesize(sentence)
+            if record is not None:  # the clause may be ready already (prepared at the pause)
+                audio, outcome = await self.session.speculation.claim(sentence, record.index)
+                if outcome is not None and record.speculation is None:
+                    record.speculation = outcome
+            audio = audio or await self.session.synthesize(sentence)
             if record is not None and record.times.tts_first_audio is None:
                 record.times.tts_first_audio = time.perf_counter()
         if last:
