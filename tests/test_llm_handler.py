@@ -62,8 +62,11 @@ async def test_llm_rewrites_of_facts_are_kept_only_when_they_pass_the_check(llm_
     [tried] = tm.phrasings
     assert tried["template"].startswith("Order 4 5 6, 7 1 2 is shipped with UPS")
     if tried["accepted"]:
-        assert answer.text == tried["llm"] and violations(answer.text, tried["template"] +
-                                                           " 456712 UPS") == []
+        # checked against what the CRM said (the template and the tool's facts, e.g. the ETA's
+        # year), as the manager checks it; a rewrite that adds anything else is refused
+        [lookup] = [a for a in tm.state.actions if a.tool == "order_status"]
+        facts = tried["template"] + " " + " ".join(f"{k}={v}" for k, v in lookup.result.items())
+        assert answer.text == tried["llm"] and violations(answer.text, facts) == []
     else:  # the weak model added something: the caller hears the template, which is right
         assert answer.text == tried["template"] and tried["problems"]
 
