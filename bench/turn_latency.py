@@ -169,10 +169,12 @@ def main() -> int:
     manifest = json.loads((CALLS / "calls.json").read_text())
     levels = [int(x) for x in args.levels.split(",")]
     started = time.time()
-    # name -> (checkout, extra settings); "ours, no Smart Turn" measures that lever alone.
-    systems = {"ours": (None, None), "ours, no Smart Turn": (None, {"turn": {"smart_turn": False}}),
+    # name -> (checkout, extra settings); "ours, no speculation" measures that lever alone.
+    systems = {"ours": (None, None),
+               "ours, no speculation": (None, {"turn": {"speculative_reply": False}}),
                **({"before": (args.old.resolve(), None)} if args.old else {})}
     rows: list[dict] = []
+    load_before = os.getloadavg()
     cost = smart_turn_cost()
     print(f"smart turn: {cost}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,19 +230,25 @@ def main() -> int:
         for t in c.get("turns", []):
             rule = t.get("end_rule", "?")
             rules[rule] = rules.get(rule, 0) + 1
+    speculation = {"used": 0, "missed": 0, "none": 0, "discarded": 0}
+    for c in records.get("ours", []):
+        for t in c.get("turns", []):
+            speculation[t.get("speculation") or "none"] += 1
+            speculation["discarded"] += t.get("speculations_discarded", 0)
     stages: dict[str, dict[str, list[float]]] = {}
     for c in records.get("ours", []):
         for t in c.get("turns", []):
             kind = "value turns" if t.get("end_rule", "").startswith("value") else "other turns"
             for stage, ms in (t.get("stages") or {}).items():
                 stages.setdefault(kind, {}).setdefault(stage, []).append(ms)
-    out = {"machine": machine(), "stages": {
+    out = {"machine": machine(), "load": [round(x, 1) for x in load_before + os.getloadavg()],
+           "stages": {
                kind: {k: [percentile(v, 0.5), percentile(v, 0.95), len(v)] for k, v in d.items()}
                for kind, d in stages.items()},
            "seconds": round(time.time() - started), "rows": rows,
            "smart_turn_cost": cost, "smart_turn_in_calls_ms": {
                "p50": percentile(smart, 0.5), "p95": percentile(smart, 0.95), "n": len(smart)},
-           "end_rules": rules, "levels": levels, "rounds": args.rounds}
+           "end_rules": rules, "speculation": speculation, "levels": levels, "rounds": args.rounds}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "turn_latency.json").write_text(json.dumps(out, indent=1))
     write_report(out)
@@ -266,8 +274,9 @@ def write_report(out: dict) -> None:
 
     levels = out["levels"]
     lines = ["# Issue 13: caller-side latency before and after, beside stock pipecat + Smart Turn",
-             "", f"Machine: {out['machine']}. CPU only, shared with other work. Run took "
-             f"{out['seconds']} s.", "",
+             "", f"Machine: {out['machine']}. CPU only. Load average (1, 5, 15 min) at the start "
+             f"{out['load'][:3]}, at the end {out['load'][3:]}. Run took {out['seconds']} s.",
+             "",
              "Reproduce: `git worktree add /tmp/wt_old <previous commit>; .venv/bin/python -m "
              f"bench.turn_latency --old /tmp/wt_old --levels {','.join(map(str, levels))} "
              f"--rounds {out['rounds']}`", "",
@@ -275,9 +284,9 @@ def write_report(out: dict) -> None:
              "RTP), nothing excluded. `before` is the previous commit's `ivr serve`, run "
              "interleaved with ours in the same session. Stock pipecat runs in-process without "
              "a SIP leg (bench/stock_pipecat.py).", "", "## Goal table", "",
-             "| measure | before | after | after, no Smart Turn | stock pipecat + Smart Turn "
+             "| measure | before | after | after, no speculation | stock pipecat + Smart Turn "
              "| goal |", "|---|---:|---:|---:|---:|---|"]
-    systems = ("before", "ours", "ours, no Smart Turn", "stock")
+    systems = ("before", "ours", "ours, no speculation", "stock")
     for kind, key, what, goal in (("ordinary", "p50_ms", "ordinary turns p50", "<= 500"),
                                   ("ordinary", "p95_ms", "ordinary turns p95 raw", "<= 800"),
                                   ("digits", "p50_ms", "after the last digit, p50", "<= 600"),
@@ -316,6 +325,11 @@ def write_report(out: dict) -> None:
                 for kind, d in out["stages"].items() for stage, v in d.items()], "",
               "End rules of our turns (turn records): " + ", ".join(
                   f"{k} {v}" for k, v in sorted(out["end_rules"].items())), "",
+              "Speculative replies in our turns (turn records): " + ", ".join(
+                  f"{k} {v}" for k, v in out.get("speculation", {}).items()) +
+              " (used: the prepared first clause was played; missed: the reply opened "
+              "otherwise; none: no preview, e.g. the LLM or a write; discarded: prepared and "
+              "thrown away because the caller went on).", "",
               "![turn latency](turn_latency.png)", ""]
     (RESULTS / "turn_latency.md").write_text("\n".join(lines))
     plot(out)
@@ -332,7 +346,7 @@ def plot(out: dict) -> None:
     for ax, kind, goal in ((axes[0], "ordinary", 500), (axes[1], "digits", 600)):
         data, labels = [], []
         for level in out["levels"]:
-            for system in ("before", "ours", "ours, no Smart Turn", "stock"):
+            for system in ("before", "ours", "ours, no speculation", "stock"):
                 r = next((r for r in rows if r["system"] == system and r["kind"] == kind and
                           r["C"] == level), None)
                 if r and r["waits"]:
