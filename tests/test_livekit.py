@@ -144,7 +144,7 @@ async def test_agent_session_text_turns_reach_the_turn_manager_and_its_crm_tool(
         ask.expect.next_event().is_message(role="assistant")
         assert "order number" in said(ask)
         readback = await session.run(user_input="four five six seven one two")
-        assert said(readback) == "I heard order number 4 5 6, 7 1 2. Is that right?"
+        assert said(readback) == "I heard order number, 4 5 6, 7 1 2. Is that right?"
         answer = await session.run(user_input="Yes.")
         assert "UPS" in said(answer) and "Tuesday, November 24" in said(answer)
         assert [a.tool for a in manager.state.actions] == ["order_status"]

@@ -190,7 +190,7 @@ def test_late_delivery_names_the_order_past_its_eta_and_the_lookup(crm):
                 "order_status")
     call.ivr("Sure. What's your order number? You can say it or key it in.")
     call.caller(spell(order.number))
-    call.ivr(f"I heard order number {spell(order.number)}. Is that right?")
+    call.ivr(f"I heard order number, {spell(order.number)}. Is that right?")
     call.caller("Yes.")
     call.tool("order_status", order_number=order.number)
     call.caller("That's not good enough, let me talk to a person.")

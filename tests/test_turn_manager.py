@@ -53,7 +53,7 @@ async def test_order_status_flow_reads_back_and_answers_from_the_crm(crm, classi
     ask = await tm.handle_turn(turn(1, "Hi, where is my order?"))
     assert ask.expect == Expect.DIGITS and "order number" in ask.text
     readback = await tm.handle_turn(turn(2, "four five six seven one two"))
-    assert readback.text == "I heard order number 4 5 6, 7 1 2. Is that right?"
+    assert readback.text == "I heard order number, 4 5 6, 7 1 2. Is that right?"
     answer = await tm.handle_turn(turn(3, "Yes."))
     assert "UPS" in answer.text and "Tuesday, November 24" in answer.text
     assert tm.state.slots["order_number"] == DEMO_ORDER
@@ -104,7 +104,7 @@ async def test_a_masked_card_is_never_read_back_as_an_order_number(crm, classifi
         assert reply.expect == Expect.DIGITS and "order_number" not in tm.state.slots
         assert "1 1 1" not in reply.text and "4111" not in str(tm.state.to_dict())
         readback = await tm.handle_turn(turn(3, "4 5 6 7 1 2"))  # the real order number
-        assert readback.text == "I heard order number 4 5 6, 7 1 2. Is that right?"
+        assert readback.text == "I heard order number, 4 5 6, 7 1 2. Is that right?"
         assert all("1111111" not in line.text for line in tm.transcript)
 
 
@@ -159,7 +159,7 @@ async def test_a_recorded_caller_gets_their_order_status_end_to_end(settings, cr
     replies = [t.reply_text for t in result.turns]
     assert len(result.turns) == 3, [(t.caller_text, t.reply_text, t.barge_in, t.reply_interrupted, t.speech_start_s, t.speech_end_s) for t in result.turns]
     assert "order number" in replies[0]
-    assert replies[1] == "I heard order number 4 5 6, 7 1 2. Is that right?"
+    assert replies[1] == "I heard order number, 4 5 6, 7 1 2. Is that right?"
     assert "shipped with UPS" in replies[2] and "November 24" in replies[2]
     assert tm.state.intents[0].label == "order_status"
 

@@ -399,7 +399,9 @@ class TurnManager:
 
     def _read_back(self, pending: _Pending) -> Reply:
         what = pending.slot.replace("_", " ")
-        return Reply(text=f"I heard {what} {digit_groups(pending.heard or '')}. Is that right?",
+        # The comma makes "I heard order number," the reply's opening clause, synthesized
+        # alone (about 90 ms here against 160 ms with the first digits): heard sooner.
+        return Reply(text=f"I heard {what}, {digit_groups(pending.heard or '')}. Is that right?",
                      expect=Expect.YES_NO)
 
     def _use_slot(self, slot: str, value: str) -> Reply:

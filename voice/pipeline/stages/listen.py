@@ -242,7 +242,11 @@ class ListenStage(FrameProcessor):
         speculation = _Speculation(generation, transcript, started, time.perf_counter(), wait,
                                    smart_p, smart_ms)
         self._speculative = speculation
-        self._speculate(transcript)
+        # Prepare the reply only if the turn is not confirmed at once (a value complete when
+        # its transcript comes, a pause already long enough): there the preview would only
+        # compete with the real answer for the CPU.
+        if (self.stream_s - self.segmenter.speech_end_s) * 1000 < wait.silence_ms:
+            self._speculate(transcript)
         smart_said = "not yet" if smart_p is None else f"{smart_p:.2f}"
         logger.debug(f"{self.session.call_id}: heard {redact(transcript.text)!r} in "
                      f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait.silence_ms:.0f} "
