@@ -248,7 +248,8 @@ def main() -> int:
            "seconds": round(time.time() - started), "rows": rows,
            "smart_turn_cost": cost, "smart_turn_in_calls_ms": {
                "p50": percentile(smart, 0.5), "p95": percentile(smart, 0.95), "n": len(smart)},
-           "end_rules": rules, "speculation": speculation, "levels": levels, "rounds": args.rounds}
+           "end_rules": rules, "speculation": speculation, "levels": levels, "rounds": args.rounds,
+           "digit_rounds": args.digit_rounds}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "turn_latency.json").write_text(json.dumps(out, indent=1))
     write_report(out)
@@ -277,9 +278,10 @@ def write_report(out: dict) -> None:
              "", f"Machine: {out['machine']}. CPU only. Load average (1, 5, 15 min) at the start "
              f"{out['load'][:3]}, at the end {out['load'][3:]}. Run took {out['seconds']} s.",
              "",
-             "Reproduce: `git worktree add /tmp/wt_old <previous commit>; .venv/bin/python -m "
-             f"bench.turn_latency --old /tmp/wt_old --levels {','.join(map(str, levels))} "
-             f"--rounds {out['rounds']}`", "",
+             "Reproduce: `.venv/bin/python -m bench.turn_latency "
+             f"--levels {','.join(map(str, levels))} --rounds {out['rounds']} --digit-rounds "
+             f"{out.get('digit_rounds', 1)}` (add `--old <checkout of an earlier commit>` for the "
+             "`before` column; empty when not given).", "",
              "Raw waits at the caller (end of speech by level -> first audible reply sample over "
              "RTP), nothing excluded. `before` is the previous commit's `ivr serve`, run "
              "interleaved with ours in the same session. Stock pipecat runs in-process without "
@@ -318,7 +320,8 @@ def write_report(out: dict) -> None:
               f"{_cell(cost['p95_ms'])} ms ({cost['runs']} runs);",
               f"- inside calls (queue wait included, beside ASR at the early pause): p50 "
               f"{_cell(smart['p50'])} ms, p95 {_cell(smart['p95'])} ms over {smart['n']} "
-              "early pauses.", "",
+              "early pauses" + (" (Smart Turn is off by default: `turn.smart_turn`)."
+                               if not smart["n"] else "."), "",
               "## Our stages (turn records; value turns: ended by an expected value)", "",
               "| turns | stage | p50 ms | p95 ms | n |", "|---|---|---:|---:|---:|",
               *[f"| {kind} | {stage} | {_cell(v[0])} | {_cell(v[1])} | {v[2]} |"
