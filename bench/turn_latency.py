@@ -331,7 +331,9 @@ def write_report(out: dict) -> None:
               "Speculative replies in our turns (turn records): " + ", ".join(
                   f"{k} {v}" for k, v in out.get("speculation", {}).items()) +
               " (used: the prepared first clause was played; missed: the reply opened "
-              "otherwise; none: no preview, e.g. the LLM or a write; discarded: prepared and "
+              "otherwise; none: nothing prepared (the turn was confirmed as its transcript "
+              "came, as a complete value is, or the handler makes no guess: an LLM, a write); "
+              "discarded: prepared and "
               "thrown away because the caller went on).", "",
               "![turn latency](turn_latency.png)", ""]
     (RESULTS / "turn_latency.md").write_text("\n".join(lines))
