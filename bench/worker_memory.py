@@ -2,11 +2,12 @@
 
     .venv/bin/python -m bench.worker_memory [--calls 2]
 
-Starts `ivr serve` (echo handler) twice: with every model in the process (the embedded
-default), and with ``models.inference_url`` pointing at an `ivr inference` process started
-here. For each, the worker's resident memory (VmRSS from /proc) is read once it answers
-/healthz, and again after ``--calls`` pjsua2 calls of the two-turn recording; the tier's own RSS
-is read beside it. Writes bench/results/worker_memory.{md,json}.
+Starts `ivr serve` with each handler (echo; the turn manager, which adds the intent classifier)
+twice: with every model in the process (the embedded default), and with
+``models.inference_url`` pointing at an `ivr inference` process started here. For each, the
+worker's resident memory (VmRSS from /proc) is read once it answers /healthz, and again after
+``--calls`` pjsua2 calls of the two-turn recording; the tier's own RSS is read beside it.
+Writes bench/results/worker_memory.{md,json}.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bench.latency import machine
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = ROOT / "tests" / "fixtures" / "calls"
 RESULTS = ROOT / "bench" / "results"
+HANDLERS = ("echo", "manager")
 
 
 def rss_mb(pid: int) -> float:
@@ -55,6 +57,12 @@ def start_tier(socket: Path, log: Path) -> subprocess.Popen:
 
 
 def measure(workdir: Path, config: dict, calls: int) -> dict:
+    workdir.mkdir(parents=True)
+    if config["call"]["handler"] == "manager":
+        crm = workdir / "crm.sqlite"
+        subprocess.run([sys.executable, "-m", "voice.app.cli", "crm", "seed", "--crm",
+                        f"sqlite:///{crm}"], cwd=ROOT, check=True, capture_output=True)
+        config = {**config, "call": {**config["call"], "crm_url": f"sqlite:///{crm}"}}
     server = IvrProcess(workdir, config).start(timeout_s=300)
     try:
         time.sleep(2.0)  # let the start settle (warm-up threads, first GC)
@@ -73,38 +81,45 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2)
     args = parser.parse_args()
     started = time.time()
+    rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        base = {"call": {"handler": "echo"}}
-        in_process = measure(folder / "in-process", base, args.calls)
+        for handler in HANDLERS:
+            rows[f"{handler}, in process"] = measure(
+                folder / f"{handler}-in-process", {"call": {"handler": handler}}, args.calls)
         tier = start_tier(folder / "inference.sock", folder / "tier.log")
         try:
-            with_tier = measure(folder / "with-tier", {
-                **base, "models": {"inference_url": f"unix:{folder / 'inference.sock'}"}},
-                args.calls)
+            for handler in HANDLERS:
+                rows[f"{handler}, with the tier"] = measure(folder / f"{handler}-with-tier", {
+                    "call": {"handler": handler},
+                    "models": {"inference_url": f"unix:{folder / 'inference.sock'}"}},
+                    args.calls)
             tier_mb = round(rss_mb(tier.pid), 1)
         finally:
             tier.terminate()
             tier.wait(30)
     out = {"machine": machine(), "calls": args.calls, "seconds": round(time.time() - started),
-           "in_process": in_process, "with_tier": with_tier, "tier_mb": tier_mb}
+           "workers": rows, "tier_mb": tier_mb}
     RESULTS.mkdir(parents=True, exist_ok=True)
+
+    def idle(name: str) -> float:
+        return rows[name]["idle_mb"]
+
     (RESULTS / "worker_memory.json").write_text(json.dumps(out, indent=1))
     lines = ["# Worker memory: models in the process vs the host's inference tier", "",
              f"Machine: {out['machine']}. Reproduce: `.venv/bin/python -m bench.worker_memory "
-             f"--calls {args.calls}`. Resident memory (VmRSS) of `ivr serve` with the echo "
-             f"handler, read once /healthz answers and after {args.calls} calls of the two-turn "
-             "recording over SIP (pjsua2). Run took "
+             f"--calls {args.calls}`. Resident memory (VmRSS) of `ivr serve`, read once /healthz "
+             f"answers and after {args.calls} calls of the two-turn recording over SIP (pjsua2). "
+             "Run took "
              f"{out['seconds']} s.", "",
-             "| worker | idle MB | after the calls MB |", "|---|---:|---:|",
-             f"| every model in the process (default) | {in_process['idle_mb']:.0f} | "
-             f"{in_process['after_calls_mb']:.0f} |",
-             f"| models in `ivr inference` | {with_tier['idle_mb']:.0f} | "
-             f"{with_tier['after_calls_mb']:.0f} |", "",
+             "| handler | models | idle MB | after the calls MB |", "|---|---|---:|---:|",
+             *[f"| {name.split(', ')[0]} | {name.split(', ')[1]} | {row['idle_mb']:.0f} | "
+               f"{row['after_calls_mb']:.0f} |" for name, row in rows.items()], "",
              f"The tier itself, after serving those calls: {tier_mb:.0f} MB (one per host, "
              "shared by every worker on it).", "",
-             f"Ratio with the tier / without, idle: "
-             f"{with_tier['idle_mb'] / in_process['idle_mb']:.2f}.", ""]
+             *[f"Ratio with the tier / in process, idle, {h}: "
+               f"{idle(f'{h}, with the tier') / idle(f'{h}, in process'):.2f}."
+               for h in HANDLERS], ""]
     (RESULTS / "worker_memory.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
