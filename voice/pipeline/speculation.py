@@ -86,18 +86,10 @@ class SpeculativeReply:
 
     def discard(self) -> None:
         """The caller went on, or the turn ended on another transcript: throw it away."""
-        if self._previewing is not None and not self._previewing.done():
-            self._previewing.cancel()
+        if self._prepared is not None or \
+                (self._previewing is not None and not self._previewing.done()):
             self.discarded += 1
-        elif self._prepared is not None:
-            self.discarded += 1
-        self._previewing = self._transcript = None
-        self._drop()
-
-    def _drop(self) -> None:
-        if self._prepared is not None and not self._prepared.audio.done():
-            self._prepared.audio.cancel()
-        self._prepared = None
+        self.close()
 
     def confirmed(self, transcript: str) -> int:
         """The turn was confirmed with ``transcript``; returns how many speculations this turn
@@ -132,7 +124,9 @@ class SpeculativeReply:
         return audio or None, SpeculationOutcome.USED if audio else SpeculationOutcome.MISSED
 
     def close(self) -> None:
+        """Cancel whatever is being prepared and forget it (uncounted)."""
         if self._previewing is not None and not self._previewing.done():
             self._previewing.cancel()
-        self._previewing = self._transcript = None
-        self._drop()
+        if self._prepared is not None and not self._prepared.audio.done():
+            self._prepared.audio.cancel()
+        self._previewing = self._transcript = self._prepared = None

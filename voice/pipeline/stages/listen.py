@@ -242,17 +242,18 @@ class ListenStage(FrameProcessor):
         speculation = _Speculation(generation, transcript, started, time.perf_counter(), wait,
                                    smart_p, smart_ms)
         self._speculative = speculation
-        # Prepare the reply only if the turn is not confirmed at once (a value complete when
-        # its transcript comes, a pause already long enough): there the preview would only
-        # compete with the real answer for the CPU.
-        if (self.stream_s - self.segmenter.speech_end_s) * 1000 < wait.silence_ms:
+        ended = self.segmenter.set_required_silence(wait.silence_ms, self.stream_s)
+        # Prepare the reply while the turn is being confirmed; not when it ends at once (a
+        # value complete when its transcript comes): the preview would only compete with the
+        # real answer for the CPU.
+        if not ended:
             self._speculate(transcript)
         smart_said = "not yet" if smart_p is None else f"{smart_p:.2f}"
         logger.debug(f"{self.session.call_id}: heard {redact(transcript.text)!r} in "
                      f"{transcript.elapsed_ms:.0f} ms; end of turn after {wait.silence_ms:.0f} "
                      f"ms silence ({wait.rule}, smart turn {smart_said})")
-        for ended in self.segmenter.set_required_silence(wait.silence_ms, self.stream_s):
-            await self._on_turn_event(ended)
+        for event in ended:
+            await self._on_turn_event(event)
         if smart is None or smart_p is not None:
             return
         smart_p, smart_ms = await smart

@@ -685,8 +685,8 @@ class SipEngine:
     @property
     def legs_held(self) -> int:
         """Call legs PJSIP still holds, agent legs included. A leg outlives its call while PJSIP
-        ends the dialog (a 200 OK never ACKed is ended when Timer H fires, 32 s later), and it
-        counts against ``max_calls`` until then."""
+        ends the dialog (a 200 OK never ACKed is ended when Timer H fires, 32 s later); until
+        then an inbound leg counts against ``max_calls`` and every leg holds a call slot."""
         return len(self._legs)
 
     def _source_allowed(self, host: str) -> bool:
