@@ -51,6 +51,10 @@ class MenuConfig(BaseModel):
     slot_lengths: dict[str, int] = Field(
         default_factory=lambda: {"order_number": 6}, description="Digits in each value a "
         "self-service flow asks for; end of turn ends as soon as that many have been heard.")
+    speech_hints: list[str] | None = Field(
+        None, description="Words and phrases callers use for this menu. ASR is primed with them "
+        "while the caller may say anything (docs/intents.md). None: the in-scope intents' names "
+        "as words; []: no priming.")
     intents: list[IntentSpec]
 
     @model_validator(mode="after")
@@ -70,6 +74,15 @@ class MenuConfig(BaseModel):
 
     def by_name(self, name: str) -> IntentSpec | None:
         return next((i for i in self.intents if i.name == name), None)
+
+    def speech_hint(self) -> str | None:
+        """The ASR prompt for an open question: ``speech_hints``, else the in-scope intents'
+        names ("order status, billing question, ...")."""
+        hints = self.speech_hints
+        if hints is None:
+            hints = [i.name.replace("_", " ") for i in self.intents if i.name != OUT_OF_SCOPE]
+        text = ", ".join(h.strip() for h in hints if h.strip())
+        return text[0].upper() + text[1:] + "." if text else None
 
     def training_data(self) -> tuple[list[str], list[str]]:
         texts = [e for i in self.intents for e in i.examples]

@@ -21,11 +21,13 @@ from intents.flows.cohort import load_cohort
 from intents.flows.scoring import Tolerances, compare
 
 COHORT = Path(__file__).resolve().parents[1] / "cohorts" / "retail_billing"
-# Spoken opening-hours callers (what the broken candidates break), a keyed menu choice and a
-# spoken queue request (what they must not break), a real out-of-scope recording.
-SUBSET = ["hours-open", "hours-sunday", "hours-keyed-menu", "human-representative",
-          "oos-librivox-0930"]
+# Spoken opening-hours callers (what the raised threshold breaks), callers with a billing
+# question (what cutting billing_question's examples breaks), a keyed menu choice (which that
+# must not break), a real out-of-scope recording.
+SUBSET = ["hours-open", "hours-sunday", "hours-keyed-menu", "billing-double-charge",
+          "billing-bill-high", "billing-keyed-menu", "oos-librivox-0930"]
 HOURS_SPOKEN = {"hours-open", "hours-sunday"}
+BILLING_SPOKEN = {"billing-double-charge", "billing-bill-high"}
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +59,7 @@ def test_the_working_bundle_serves_the_subset(gate):
     # tiny.en mishears some synthesized callers through the noisy channel (see
     # bench/results/eval_gate.md); the gate needs at least one served caller to break.
     assert done & HOURS_SPOKEN, {c: o.heard for c, o in baseline.items()}
+    assert done & BILLING_SPOKEN, {c: o.heard for c, o in baseline.items()}
     hours = baseline["hours-keyed-menu"]
     assert (hours.intent, hours.route, hours.outcome) == ("opening_hours", "contained", "served")
 
@@ -65,13 +68,13 @@ def test_removing_an_intents_examples_fails_the_gate_and_names_the_calls(gate):
     from voice.app.eval import render
 
     cohort, run, baseline = gate
-    candidate = run(broken(working_bundle(), drop_examples="opening_hours"))
+    candidate = run(broken(working_bundle(), drop_examples="billing_question"))
     verdict = compare(cohort.calls, baseline, candidate, Tolerances())
     assert not verdict.passed
     worse = {c["id"] for c in verdict.changed if c["got_worse"]}
-    served = {cid for cid in HOURS_SPOKEN if baseline[cid].completed}
+    served = {cid for cid in BILLING_SPOKEN if baseline[cid].completed}
     assert worse & served, verdict.changed
-    assert candidate["hours-keyed-menu"].completed  # the digit still means opening hours
+    assert candidate["billing-keyed-menu"].completed  # the digit still means billing
     text = render({"cohort": "t", "calls": len(cohort.calls), "seconds": 0, "realtime": False,
                    "latency_note": None, "passed": verdict.passed,
                    "regressions": verdict.regressions, "changed": verdict.changed,

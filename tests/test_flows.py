@@ -3,6 +3,8 @@ gate's scoring rules (no audio here; tests/test_eval_gate.py runs calls)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import wave
 from pathlib import Path
 
@@ -23,7 +25,7 @@ def broken(bundle, *, drop_examples: str | None = None, high: float | None = Non
     menu = bundle.menu.model_copy(deep=True)
     if drop_examples:
         spec = menu.by_name(drop_examples)
-        spec.examples = spec.examples[-1:]
+        spec.examples = spec.examples[:1]
     if high is not None:
         menu.high_confidence = high
         for spec in menu.intents:
@@ -52,9 +54,26 @@ def test_the_diff_names_removed_examples_and_raised_thresholds():
     lines = diff_bundles(working, broken(working, drop_examples="refund", high=0.9))
     assert "threshold high_confidence: 0.55 -> 0.9" in lines
     assert "intent billing_question: threshold 0.5 -> None" in lines
-    assert any(line.startswith("intent refund: 6 example(s) removed: 'I want my money back'")
+    assert any(line.startswith("intent refund: 6 example(s) removed: 'how do I get a refund'")
                for line in lines)
     assert diff_bundles(working, working) == []
+
+
+def test_speech_hints_are_part_of_the_bundle_and_its_diff():
+    working = working_bundle()
+    hinted = type(working)(version="", menu=working.menu.model_copy(
+        update={"speech_hints": ["track my parcel", "pay my bill"]}), prompt=working.prompt,
+        tools=working.tools, models=working.models)
+    assert hinted.digest != working.digest  # a new prompt for ASR is a new version
+    assert diff_bundles(working, hinted) == [
+        f"speech hints: {working.menu.speech_hint()!r} -> 'Track my parcel, pay my bill.'"]
+    # A menu that sets none digests as before the field existed: its stored evals still count.
+    unset = working.menu.model_dump(mode="json")
+    unset.pop("speech_hints")
+    content = {"menu": unset, "prompt": working.prompt, "tools": working.tools,
+               "models": working.models}
+    assert working.digest == hashlib.sha256(
+        json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _settings_file(tmp_path: Path) -> Path:

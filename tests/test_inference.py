@@ -176,6 +176,15 @@ async def test_two_workers_on_one_tier_hear_what_in_process_models_hear(tier, se
     assert tier.client.describe()["served"] > served_before + 4  # both went through the tier
 
 
+def test_a_speech_hint_reaches_the_tier_and_primes_it_as_in_process(tier, engines):
+    recording = read_audio(REPO / "cohorts" / "retail_billing" / "audio" / "refund-broken-item.wav")
+    speech = resample(recording.samples, recording.sample_rate, 16000)
+    hint = "Order status, billing question, refund, payment."
+    local = engines.transcriber.transcribe(speech, 16000, hint=hint).text
+    assert local != engines.transcriber.transcribe(speech, 16000).text  # the hint matters here
+    assert tier.client.transcribe(speech, None, hint).text == local
+
+
 # -- bad input --------------------------------------------------------------------------------------
 
 
@@ -196,6 +205,8 @@ def test_bad_requests_get_clear_errors_and_the_tier_keeps_serving(tier):
                                            "voice": "en_GB-alan"}))
     with pytest.raises(InferenceRefused, match="INVALID_ARGUMENT: header field 'texts'"):
         client.call("Embed", Message({"texts": "not a list"}))
+    with pytest.raises(InferenceRefused, match="INVALID_ARGUMENT: ASR hint of 2001 characters"):
+        client.transcribe(speech, None, "x" * 2001)
     # ...and every one of those left the tier serving the next caller.
     assert client.transcribe(speech, None).text.replace(",", "").split()[:2] == ["4", "5"]
 

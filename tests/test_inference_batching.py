@@ -125,3 +125,21 @@ async def test_closing_leaves_no_turn_waiting(whisper, turns):
     for task in waiting:
         with pytest.raises(RuntimeError, match="closed"):
             await task
+
+
+async def test_only_turns_primed_alike_share_a_pass(whisper, turns):
+    """A turn primed with the menu's words and one answering with digits (no prompt) arrive
+    together: each is decoded with its own prompt, as alone; turns with the same prompt batch."""
+    hint = "Order status, billing question, refund, payment."
+    single = WhisperTranscriber(whisper, AsrSettings())
+    (_, a), (_, b), (_, c) = turns[:3]
+    want = [single.transcribe(a, 16000, hint=hint).text, single.transcribe(b, 16000).text,
+            single.transcribe(c, 16000, hint=hint).text]
+    asr = batcher(whisper, batch_window_ms=2000, max_batch=8)
+    try:
+        got = await asyncio.gather(asr.transcribe(a, hint=hint), asr.transcribe(b),
+                                   asr.transcribe(c, hint=hint))
+    finally:
+        await asr.aclose()
+    assert [t.text for t in got] == want
+    assert sorted(batch.size for batch in asr.batches) == [1, 2]

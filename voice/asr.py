@@ -8,6 +8,11 @@ the encoder to about 45 ms for a 10 s window with the same transcripts on our re
 own tokenizer and feature extractor; faster-whisper's ``transcribe()`` cannot take a shorter
 window.
 
+A ``hint`` (the words the caller is likely to say: the menu's topics, or digits when an order
+number was asked for) goes in as Whisper's previous-text prompt, as faster-whisper's
+``initial_prompt`` does; Whisper continues in the words it is primed with, which is how a
+telephone IVR's recognizer is given its grammar.
+
 Whisper invents text on silence, so callers of ``transcribe`` pass voiced audio only (the VAD
 cuts it); segments Whisper itself scores as no-speech are still dropped here.
 """
@@ -29,6 +34,7 @@ from faster_whisper.tokenizer import Tokenizer
 from voice.app.settings import AsrSettings
 from voice.audio import ASR_SAMPLE_RATE, int16_to_float
 
+MAX_HINT_TOKENS = 100  # Whisper allows 223 prompt tokens; a hint is a few phrases
 MIN_WINDOW_S = 10.0  # shorter windows made tiny.en repeat itself on 1-2 s turns
 WINDOW_STEP_S = 5.0
 FULL_WINDOW_S = 30.0
@@ -79,8 +85,10 @@ class WhisperTranscriber:
                     task="transcribe", language=language)
             return self._tokenizers[language]
 
-    def transcribe(self, samples: np.ndarray, sample_rate: int) -> Transcript:
-        """Transcribe int16 speech at 16 kHz (asserted: the model is trained at that rate)."""
+    def transcribe(self, samples: np.ndarray, sample_rate: int, *, hint: str | None = None
+                   ) -> Transcript:
+        """Transcribe int16 speech at 16 kHz (asserted: the model is trained at that rate),
+        primed with ``hint`` if given."""
         if sample_rate != ASR_SAMPLE_RATE:
             raise ValueError(f"ASR input must be {ASR_SAMPLE_RATE} Hz, got {sample_rate}")
         started = time.perf_counter()
@@ -88,7 +96,7 @@ class WhisperTranscriber:
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window[None]),
                                           to_cpu=False)
         language = self.languages(encoded)[0]
-        prompt = self.prompt(language)
+        prompt = self.prompt(language, hint)
         result = self.model.model.generate(
             encoded, [prompt], max_length=max_length(len(prompt), audio_s),
             **self.generate_options())[0]
@@ -119,9 +127,15 @@ class WhisperTranscriber:
             return ["en"] * batch
         return [r[0][0][2:-2] for r in self.model.model.detect_language(encoded)]
 
-    def prompt(self, language: str) -> list[int]:
+    def prompt(self, language: str, hint: str | None = None) -> list[int]:
+        """Decoder prompt: the hint as previous text (its last ``MAX_HINT_TOKENS``), then the
+        start-of-transcript sequence without timestamps."""
         tokenizer = self._tokenizer(language)
-        return list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
+        primed = []
+        if hint and hint.strip():
+            primed = [tokenizer.sot_prev] + \
+                tokenizer.encode(" " + hint.strip())[-MAX_HINT_TOKENS:]
+        return primed + list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
 
     def generate_options(self) -> dict[str, Any]:
         """CTranslate2 ``generate`` options besides the prompt and ``max_length``."""

@@ -7,6 +7,7 @@ ONNX Runtime and Piper release the GIL while they compute); the event loop only 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -62,12 +63,13 @@ class VoiceEngines:
                                                            self.settings.asr)
             return self._fallbacks[name]
 
-    async def transcribe(self, audio16: np.ndarray, transcriber: WhisperTranscriber | None = None
-                         ) -> Transcript:
+    async def transcribe(self, audio16: np.ndarray, transcriber: WhisperTranscriber | None = None,
+                         *, hint: str | None = None) -> Transcript:
+        """``hint``: the words the caller is likely to say (see ``WhisperTranscriber``)."""
         model = transcriber or self.transcriber
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.asr_pool, model.transcribe, audio16,
-                                          ASR_SAMPLE_RATE)
+        return await loop.run_in_executor(self.asr_pool, functools.partial(
+            model.transcribe, audio16, ASR_SAMPLE_RATE, hint=hint))
 
     def _synthesize(self, text: str, rate: int) -> bytes:
         chunks = [c.audio_int16_array for c in self.voice.synthesize(text, self.syn_config)]

@@ -190,6 +190,11 @@ class TurnManager:
             reply.nlu_ms = nlu_ms
         return self._said(reply)
 
+    @property
+    def speech_hint(self) -> str | None:
+        """The ASR prompt while the caller may say anything: the menu's words."""
+        return self.menu.speech_hint()
+
     async def preview_turn(self, turn: CallerTurn) -> str | None:
         """The text ``handle_turn`` would answer now, without side effects: the turn is played
         on a copy of this call's state, lookups are made, and a step that would write (a case,

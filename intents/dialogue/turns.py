@@ -69,6 +69,9 @@ class Reply:
     transfer_to: str | None = None  # hand the caller to this human queue once it has been heard
     nlu_ms: float = 0.0  # time the handler spent on intent detection, reported as its own stage
     metadata: dict[str, object] = field(default_factory=dict)
+    # Words the caller is likely to say next, given to ASR as its prompt; None: the handler's
+    # ``speech_hint`` for an open question, no prompt for an expected value.
+    speech_hint: str | None = None
 
     def __post_init__(self) -> None:
         if (self.text is None) == (self.stream is None):
@@ -92,3 +95,6 @@ class TurnHandler(Protocol):
     # ``handle_turn`` would answer, computed WITHOUT side effects (no state change, no tool that
     # writes, no LLM); None when it cannot tell. The pipeline calls it at the early pause to
     # prepare the reply's first clause; a wrong guess only costs the work of preparing it.
+    #
+    # Optional: ``speech_hint: str | None``, the ASR prompt while the caller may say anything
+    # (the menu's words: ``MenuConfig.speech_hint``); a reply's own ``speech_hint`` overrides it.

@@ -13,7 +13,8 @@ from typing import Any
 from intents.config import IntentSpec
 from intents.flows.bundle import FlowBundle
 
-_MENU_SETTINGS = ("high_confidence", "low_confidence", "llm_fallback", "llm_fallback_timeout_s")
+_MENU_SETTINGS = ("high_confidence", "low_confidence", "llm_fallback", "llm_fallback_timeout_s",
+                  "slot_lengths")
 
 
 def _route(spec: IntentSpec) -> str:
@@ -30,6 +31,8 @@ def diff_bundles(a: FlowBundle, b: FlowBundle) -> list[str]:
         if old != new:
             out.append(f"threshold {name}: {old} -> {new}" if "confidence" in name
                        else f"menu {name}: {old} -> {new}")
+    if a.menu.speech_hint() != b.menu.speech_hint():  # what ASR is primed with, in effect
+        out.append(f"speech hints: {a.menu.speech_hint()!r} -> {b.menu.speech_hint()!r}")
     old_intents = {i.name: i for i in a.menu.intents}
     new_intents = {i.name: i for i in b.menu.intents}
     for name in sorted(old_intents.keys() - new_intents.keys()):

@@ -70,6 +70,11 @@ class _Routed:
             return None
         return await preview(turn)
 
+    @property
+    def speech_hint(self) -> str | None:
+        """The ASR prompt while the caller may say anything (see ``TurnHandler``)."""
+        return getattr(self.inner, "speech_hint", None)
+
     async def handle_dtmf(self, digits: str) -> Reply | None:
         if self.offer is not None and not self.offer.done:
             reply = await self.offer.keyed(digits)

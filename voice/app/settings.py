@@ -155,6 +155,11 @@ class AsrSettings(Section):
                                        "no-speech above this probability are dropped.")
     log_prob_threshold: float = Field(-1.0, description="Segments with average log-probability "
                                       "below this and high no-speech probability are dropped.")
+    speech_hints: bool = Field(True, description="Prime Whisper with the words the caller is "
+                               "likely to say: the menu's (menu speech_hints) for an open "
+                               "question, digits or yes/no for an expected value. On the "
+                               "shipped cohort it raised task completion from 45 % to 60 % "
+                               "(bench/results/eval_gate.md).")
     workers: int = Field(1, ge=1, description="Concurrent transcriptions per process. Each uses "
                          "models.asr_cpu_threads threads.")
     batch_window_ms: float = Field(10.0, ge=0, description="Cross-call batching (the inference "

@@ -74,6 +74,7 @@ class _Request:
     deadline: float  # time.monotonic()
     started: float  # time.perf_counter(), for Transcript.elapsed_ms
     future: asyncio.Future[Transcript] = field(repr=False)
+    hint: str | None = None  # ASR prompt; only turns with the same prompt share a pass
 
 
 class BatchingTranscriber:
@@ -103,8 +104,8 @@ class BatchingTranscriber:
         self._expected_run_s = 0.0
         self._closed = False
 
-    async def transcribe(self, samples16k: np.ndarray, *, deadline: float | None = None
-                         ) -> Transcript:
+    async def transcribe(self, samples16k: np.ndarray, *, deadline: float | None = None,
+                         hint: str | None = None) -> Transcript:
         """Transcribe one voiced turn (int16 at 16 kHz), as ``WhisperTranscriber.transcribe``
         would, batched with other calls' turns. ``deadline`` (``time.monotonic()`` seconds,
         default now + the ASR budget) bounds how long it waits for others. ``elapsed_ms`` of the
@@ -120,7 +121,7 @@ class BatchingTranscriber:
         now = time.monotonic()
         request = _Request(samples16k, window_frames(len(samples16k) / ASR_SAMPLE_RATE), now,
                            now + self.budget_s if deadline is None else deadline,
-                           time.perf_counter(), loop.create_future())
+                           time.perf_counter(), loop.create_future(), hint)
         self._pending.append(request)
         self._wakeup.set()
         return await request.future
@@ -164,7 +165,8 @@ class BatchingTranscriber:
                 await self._wakeup.wait()
                 continue
             head = self._pending[0]
-            group = [r for r in self._pending if r.n_frames == head.n_frames]
+            group = [r for r in self._pending
+                     if r.n_frames == head.n_frames and r.hint == head.hint]
             group = group[: self.max_batch]
             if len(group) == self.max_batch:
                 reason = DispatchReason.FULL
@@ -190,7 +192,7 @@ class BatchingTranscriber:
             run_started = time.perf_counter()
             try:
                 transcripts, reruns = await loop.run_in_executor(
-                    self._pool, self._decode_batch, [r.samples for r in group])
+                    self._pool, self._decode_batch, [r.samples for r in group], group[0].hint)
             except asyncio.CancelledError:  # aclose: nobody is left waiting
                 for request in group:
                     if not request.future.done():
@@ -220,8 +222,9 @@ class BatchingTranscriber:
 
     # -- inference (worker thread) -------------------------------------------------------------
 
-    def _decode_batch(self, batch: list[np.ndarray]) -> tuple[list[Transcript], int]:
-        """Transcripts of same-window turns from one encoder and one decoder pass.
+    def _decode_batch(self, batch: list[np.ndarray], hint: str | None = None
+                      ) -> tuple[list[Transcript], int]:
+        """Transcripts of same-window, same-hint turns from one encoder and one decoder pass.
 
         The decoder runs to the largest member's ``max_length``. Greedy decoding is causal, so a
         member that ended well within its own cap decoded exactly as alone; one that came near its
@@ -230,14 +233,14 @@ class BatchingTranscriber:
         """
         single = self.single
         if len(batch) == 1:
-            return [single.transcribe(batch[0], ASR_SAMPLE_RATE)], 0
+            return [single.transcribe(batch[0], ASR_SAMPLE_RATE, hint=hint)], 0
         started = time.perf_counter()
         prepared = [single.encoder_window(samples) for samples in batch]
         windows = np.stack([window for _, window in prepared])
         model = single.model.model
         encoded = model.encode(ctranslate2.StorageView.from_array(windows), to_cpu=False)
         languages = single.languages(encoded)
-        prompts = [single.prompt(language) for language in languages]
+        prompts = [single.prompt(language, hint) for language in languages]
         caps = [max_length(len(p), audio_s) for p, (audio_s, _) in zip(prompts, prepared,
                                                                         strict=True)]
         results = model.generate(encoded, prompts, max_length=max(caps),
@@ -248,7 +251,7 @@ class BatchingTranscriber:
             # CTranslate2 stopped Whisper at max_length // 2 new tokens here (tiny.en, measured);
             # rerun with a margin rather than rely on that count.
             if cap < max(caps) and len(result.sequences_ids[0]) >= cap // 2 - 2:
-                transcripts.append(single.transcribe(samples, ASR_SAMPLE_RATE))
+                transcripts.append(single.transcribe(samples, ASR_SAMPLE_RATE, hint=hint))
                 reruns += 1
             else:
                 transcripts.append(single.transcript(result, language, audio_s, started))

@@ -96,9 +96,11 @@ class InferenceClient:
         except grpc.FutureTimeoutError:
             return False
 
-    def transcribe(self, audio16: np.ndarray, model: str | None) -> Transcript:
+    def transcribe(self, audio16: np.ndarray, model: str | None, hint: str | None = None
+                   ) -> Transcript:
         pcm = np.ascontiguousarray(audio16, dtype=np.int16).tobytes()
-        answer = self.call("Transcribe", Message({"model": model, "rate": ASR_SAMPLE_RATE}, pcm))
+        answer = self.call("Transcribe", Message(
+            {"model": model, "rate": ASR_SAMPLE_RATE, "hint": hint}, pcm))
         return Transcript(**answer.header)
 
     def synthesize(self, text: str, rate: int) -> bytes:
@@ -157,9 +159,9 @@ class RemoteEngines:
             raise InferenceUnavailable("inference client closed")
         return await asyncio.get_running_loop().run_in_executor(self.pool, work, *args)
 
-    async def transcribe(self, audio16: np.ndarray, transcriber: str | None = None
-                         ) -> Transcript:
-        return await self._run(self.client.transcribe, audio16, transcriber)
+    async def transcribe(self, audio16: np.ndarray, transcriber: str | None = None, *,
+                         hint: str | None = None) -> Transcript:
+        return await self._run(self.client.transcribe, audio16, transcriber, hint)
 
     async def synthesize(self, text: str, rate: int) -> bytes:
         """One sentence as int16 PCM at ``rate``; a kept phrase still plays while the tier is

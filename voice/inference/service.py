@@ -46,6 +46,8 @@ from voice.inference.wire import (
     parse,
 )
 
+MAX_HINT_CHARS = 2000  # an ASR hint is a few phrases; Whisper uses its last 100 tokens anyway
+
 
 class RequestRefused(Exception):
     """A request the tier will not serve, with the gRPC status that says why."""
@@ -84,6 +86,9 @@ class InferenceService:
         limits = self.settings.inference
         name = field_of(request.header, "model", (str, type(None)), None)
         rate = field_of(request.header, "rate", int)
+        hint = field_of(request.header, "hint", (str, type(None)), None)
+        if hint is not None and len(hint) > MAX_HINT_CHARS:
+            raise WireError(f"ASR hint of {len(hint)} characters exceeds {MAX_HINT_CHARS}")
         if rate != ASR_SAMPLE_RATE:
             raise WireError(f"ASR audio must be {ASR_SAMPLE_RATE} Hz int16, got rate {rate}")
         if len(request.payload) % 2:
@@ -98,9 +103,9 @@ class InferenceService:
         transcriber = self._asr_model(name)
         samples = np.frombuffer(request.payload, dtype=np.int16)
         if transcriber is None and self.batcher is not None:
-            transcript = await self.batcher.transcribe(samples)
+            transcript = await self.batcher.transcribe(samples, hint=hint)
         else:
-            transcript = await self.engines.transcribe(samples, transcriber)
+            transcript = await self.engines.transcribe(samples, transcriber, hint=hint)
         return Message(transcript_header(transcript))
 
     async def synthesize(self, request: Message) -> Message:

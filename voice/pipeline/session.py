@@ -221,12 +221,13 @@ class CallSession:
             await self._frame_event.wait()
     # -- models ------------------------------------------------------------------------------------
 
-    async def transcribe(self, audio16) -> Transcript:
+    async def transcribe(self, audio16, hint: str | None = None) -> Transcript:
+        """``hint``: the words the caller is likely to say (ASR's prompt), or None."""
         fallback = self.settings.budget.asr_fallback
         transcriber = self.engines.fallback(fallback) if self._asr_downgraded and fallback \
             else None
         transcript = await self.tier.run(
-            "asr", lambda: self.engines.transcribe(audio16, transcriber))
+            "asr", lambda: self.engines.transcribe(audio16, transcriber, hint=hint))
         if transcript is None:  # the inference tier stayed down: the caller was handed over
             return Transcript(text="", language="", no_speech_prob=0.0, avg_logprob=0.0,
                               audio_s=len(audio16) / 16000, elapsed_ms=0.0,

@@ -87,6 +87,8 @@ class ListenStage(FrameProcessor):
         settings = session.settings
         self.expect = Expect.ANYTHING  # what the dialogue expects next (ExpectFrame)
         self.expect_length: int | None = None  # digits in the expected value, when known
+        # ASR's prompt for the next turn (ExpectFrame); before any reply, the handler's own
+        self.speech_hint: str | None = getattr(session.handler, "speech_hint", None)
         self.smart_turn = shared_smart_turn(settings.turn.smart_turn_model_path) \
             if settings.turn.smart_turn else None
         self.secret_slot: str | None = None  # the secret the flow is collecting by keypad
@@ -128,8 +130,13 @@ class ListenStage(FrameProcessor):
         elif isinstance(frame, ExpectFrame):  # from respond, upstream: ours, not passed on
             self.expect, self.secret_slot = frame.expect, frame.secret_slot
             self.expect_length = frame.expect_length
+            self.speech_hint = frame.speech_hint
         else:
             await self.push_frame(frame, direction)
+
+    @property
+    def _asr_hint(self) -> str | None:
+        return self.speech_hint if self.session.settings.asr.speech_hints else None
 
     @property
     def asr_paused(self) -> bool:
@@ -226,7 +233,7 @@ class ListenStage(FrameProcessor):
         # first, the transcript rule stands until the model's answer may shorten the wait.
         smart = asyncio.ensure_future(self.smart_turn.predict(heard)) \
             if self._asks_smart_turn() else None
-        transcript = await self.session.transcribe(audio)
+        transcript = await self.session.transcribe(audio, self._asr_hint)
         if generation != self._asr_generation or self.asr_paused:
             return  # the caller went on talking, or a keypad entry began: no text from it
         smart_p = smart_ms = None
@@ -290,7 +297,8 @@ class ListenStage(FrameProcessor):
             if self._speculative is None:
                 generation = self._asr_generation = self._asr_generation + 1
                 started = time.perf_counter()
-                transcript = await self.session.transcribe(self._voiced_audio(event.speech_end_s))
+                transcript = await self.session.transcribe(self._voiced_audio(event.speech_end_s),
+                                                           self._asr_hint)
                 self._speculative = _Speculation(generation, transcript, started,
                                                  time.perf_counter())
         speculation, self._speculative = self._speculative, None
