@@ -157,8 +157,8 @@ class AsrSettings(Section):
                                       "below this and high no-speech probability are dropped.")
     speech_hints: bool = Field(True, description="Prime Whisper with the words the caller is "
                                "likely to say: the menu's (menu speech_hints) for an open "
-                               "question, digits or yes/no for an expected value. On the "
-                               "shipped cohort it raised task completion from 45 % to 60 % "
+                               "question, none while a value is expected. On the shipped "
+                               "cohort it raised task completion from 45 % to 57 % "
                                "(bench/results/eval_gate.md).")
     workers: int = Field(1, ge=1, description="Concurrent transcriptions per process. Each uses "
                          "models.asr_cpu_threads threads.")
