@@ -3,7 +3,7 @@ pipecat with Smart Turn v3.2, all in one run.
 
     .venv/bin/python -m bench.turn_latency --old /tmp/wt_old [--levels 1,2,3] [--rounds 2]
 
-``--old`` is a checkout of the previous commit (``git worktree add /tmp/wt_old <commit>``); its
+``--old`` is a checkout of an earlier commit (``git worktree add /tmp/wt_old <commit>``); its
 `ivr serve` runs from there with the same venv and models, interleaved level by level with ours,
 so both see the same machine load. Per level C:
 
@@ -45,7 +45,7 @@ DIGITS_CALL, DIGITS_UTTERANCE = "order_status_8k", 1  # "4 5 6 7 1 2" read with 
 
 
 class TreeIvrProcess(IvrProcess):
-    """`ivr serve` from another checkout (the previous commit), same interpreter and models."""
+    """`ivr serve` from another checkout (an earlier commit), same interpreter and models."""
 
     def __init__(self, tree: Path, workdir: Path, config: dict) -> None:
         super().__init__(workdir, config)
@@ -158,9 +158,18 @@ def summarize(waits: list[float | None]) -> dict:
             "p50_ms": percentile(heard, 0.5), "p95_ms": percentile(heard, 0.95), "waits": heard}
 
 
+def git_commit(tree: Path | None) -> str | None:
+    """The short commit of a checkout, for the report's `before` column."""
+    if tree is None:
+        return None
+    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--old", type=Path, help="checkout of the previous commit")
+    parser.add_argument("--old", type=Path, help="checkout of an earlier commit")
     parser.add_argument("--levels", default="1,2,3")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--digit-rounds", type=int, default=1)
@@ -249,7 +258,7 @@ def main() -> int:
            "smart_turn_cost": cost, "smart_turn_in_calls_ms": {
                "p50": percentile(smart, 0.5), "p95": percentile(smart, 0.95), "n": len(smart)},
            "end_rules": rules, "speculation": speculation, "levels": levels, "rounds": args.rounds,
-           "digit_rounds": args.digit_rounds}
+           "digit_rounds": args.digit_rounds, "old_commit": git_commit(args.old)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "turn_latency.json").write_text(json.dumps(out, indent=1))
     write_report(out)
@@ -283,7 +292,8 @@ def write_report(out: dict) -> None:
              f"{out.get('digit_rounds', 1)}` (add `--old <checkout of an earlier commit>` for the "
              "`before` column; empty when not given).", "",
              "Raw waits at the caller (end of speech by level -> first audible reply sample over "
-             "RTP), nothing excluded. `before` is the previous commit's `ivr serve`, run "
+             f"RTP), nothing excluded. `before` is `ivr serve` at commit "
+             f"{out.get('old_commit') or '-'} (the `--old` checkout), run "
              "interleaved with ours in the same session. Stock pipecat runs in-process without "
              "a SIP leg (bench/stock_pipecat.py).", "", "## Goal table", "",
              "| measure | before | after | after, no speculation | stock pipecat + Smart Turn "
