@@ -8,10 +8,10 @@ the encoder to about 45 ms for a 10 s window with the same transcripts on our re
 own tokenizer and feature extractor; faster-whisper's ``transcribe()`` cannot take a shorter
 window.
 
-A ``hint`` (the words the caller is likely to say: the menu's topics, or digits when an order
-number was asked for) goes in as Whisper's previous-text prompt, as faster-whisper's
-``initial_prompt`` does; Whisper continues in the words it is primed with, which is how a
-telephone IVR's recognizer is given its grammar.
+A ``hint`` (the words the caller is likely to say: the menu's topics while the caller may say
+anything) goes in as Whisper's previous-text prompt, as faster-whisper's ``initial_prompt``
+does; Whisper continues in the words it is primed with, which is how a telephone IVR's
+recognizer is given its grammar.
 
 Whisper invents text on silence, so callers of ``transcribe`` pass voiced audio only (the VAD
 cuts it); segments Whisper itself scores as no-speech are still dropped here.
