@@ -23,18 +23,12 @@ from pathlib import Path
 
 from bench.harness import IvrProcess, run_peer
 from bench.latency import machine
+from bench.scale import rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = ROOT / "tests" / "fixtures" / "calls"
 RESULTS = ROOT / "bench" / "results"
 HANDLERS = ("echo", "manager")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def start_tier(socket: Path, log: Path) -> subprocess.Popen:

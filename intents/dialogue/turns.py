@@ -69,9 +69,6 @@ class Reply:
     transfer_to: str | None = None  # hand the caller to this human queue once it has been heard
     nlu_ms: float = 0.0  # time the handler spent on intent detection, reported as its own stage
     metadata: dict[str, object] = field(default_factory=dict)
-    # Words the caller is likely to say next, given to ASR as its prompt; None: the handler's
-    # ``speech_hint`` for an open question, no prompt for an expected value.
-    speech_hint: str | None = None
 
     def __post_init__(self) -> None:
         if (self.text is None) == (self.stream is None):
@@ -97,4 +94,4 @@ class TurnHandler(Protocol):
     # prepare the reply's first clause; a wrong guess only costs the work of preparing it.
     #
     # Optional: ``speech_hint: str | None``, the ASR prompt while the caller may say anything
-    # (the menu's words: ``MenuConfig.speech_hint``); a reply's own ``speech_hint`` overrides it.
+    # (the menu's words: ``MenuConfig.speech_hint``); a reply that expects a value gets none.

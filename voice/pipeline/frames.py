@@ -62,18 +62,9 @@ class ExpectFrame(SystemFrame):
     expect: Expect = Expect.ANYTHING
     secret_slot: str | None = None  # the secret the flow is collecting, if any
     expect_length: int | None = None  # digits in the expected value (an order number's length)
-    speech_hint: str | None = None  # the ASR prompt for the caller's next turn
 
     @classmethod
-    def after(cls, reply: Reply, open_hint: str | None = None) -> ExpectFrame:
-        """What listen reads the caller's next turn as, after ``reply``; ``open_hint`` is the
-        handler's prompt for an open question."""
+    def after(cls, reply: Reply) -> ExpectFrame:
         slot = reply.metadata.get(SECRET_SLOT_KEY)
-        hint = reply.speech_hint
-        if hint is None and reply.expect == Expect.ANYTHING:
-            # An expected value gets no prompt: primed with spelled digits, tiny.en wrote a long
-            # digit string for a real caller's six; primed with "yes, no", it still heard "yes,
-            # that's right" as "not right" (the shipped cohort, bench/results/eval_gate.md).
-            hint = open_hint
         return cls(expect=reply.expect, secret_slot=slot if isinstance(slot, str) else None,
-                   expect_length=reply.expect_length, speech_hint=hint)
+                   expect_length=reply.expect_length)

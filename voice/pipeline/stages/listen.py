@@ -87,8 +87,10 @@ class ListenStage(FrameProcessor):
         settings = session.settings
         self.expect = Expect.ANYTHING  # what the dialogue expects next (ExpectFrame)
         self.expect_length: int | None = None  # digits in the expected value, when known
-        # ASR's prompt for the next turn (ExpectFrame); before any reply, the handler's own
-        self.speech_hint: str | None = getattr(session.handler, "speech_hint", None)
+        # ASR's prompt for an open question: the handler's (the menu's words), read once
+        self._open_hint: str | None = getattr(session.handler, "speech_hint", None) \
+            if settings.asr.speech_hints else None
+        self.speech_hint = self._open_hint  # for the next turn (ExpectFrame)
         self.smart_turn = shared_smart_turn(settings.turn.smart_turn_model_path) \
             if settings.turn.smart_turn else None
         self.secret_slot: str | None = None  # the secret the flow is collecting by keypad
@@ -130,13 +132,13 @@ class ListenStage(FrameProcessor):
         elif isinstance(frame, ExpectFrame):  # from respond, upstream: ours, not passed on
             self.expect, self.secret_slot = frame.expect, frame.secret_slot
             self.expect_length = frame.expect_length
-            self.speech_hint = frame.speech_hint
+            # An expected value gets no prompt: primed with spelled digits, tiny.en wrote a
+            # long digit string for a real caller's six, and primed with "yes, no" it still
+            # heard "yes, that's right" as "not right" (the shipped cohort,
+            # bench/results/eval_gate.md).
+            self.speech_hint = self._open_hint if frame.expect == Expect.ANYTHING else None
         else:
             await self.push_frame(frame, direction)
-
-    @property
-    def _asr_hint(self) -> str | None:
-        return self.speech_hint if self.session.settings.asr.speech_hints else None
 
     @property
     def asr_paused(self) -> bool:
@@ -233,7 +235,7 @@ class ListenStage(FrameProcessor):
         # first, the transcript rule stands until the model's answer may shorten the wait.
         smart = asyncio.ensure_future(self.smart_turn.predict(heard)) \
             if self._asks_smart_turn() else None
-        transcript = await self.session.transcribe(audio, self._asr_hint)
+        transcript = await self.session.transcribe(audio, self.speech_hint)
         if generation != self._asr_generation or self.asr_paused:
             return  # the caller went on talking, or a keypad entry began: no text from it
         smart_p = smart_ms = None
@@ -298,7 +300,7 @@ class ListenStage(FrameProcessor):
                 generation = self._asr_generation = self._asr_generation + 1
                 started = time.perf_counter()
                 transcript = await self.session.transcribe(self._voiced_audio(event.speech_end_s),
-                                                           self._asr_hint)
+                                                           self.speech_hint)
                 self._speculative = _Speculation(generation, transcript, started,
                                                  time.perf_counter())
         speculation, self._speculative = self._speculative, None

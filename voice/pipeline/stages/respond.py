@@ -112,8 +112,7 @@ class RespondStage(FrameProcessor):
 
     async def _expect_after(self, reply: Reply) -> None:
         """Tell listen what the caller's next input is read as (an upstream frame)."""
-        open_hint = getattr(self.session.handler, "speech_hint", None)
-        await self.push_frame(ExpectFrame.after(reply, open_hint), FrameDirection.UPSTREAM)
+        await self.push_frame(ExpectFrame.after(reply), FrameDirection.UPSTREAM)
 
     def _start_answer(self, turn_index: int, reply: Reply) -> None:
         self._reply_ids += 1
