@@ -3,8 +3,11 @@ nothing while the flow waits for a value (an order number, a yes or a no)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import ctranslate2
+import numpy as np
 import pytest
 from conftest import CALLS
 
@@ -12,6 +15,7 @@ from intents.config import load_menu
 from intents.dialogue.turns import CallerTurn, CallInfo, Expect, Reply
 from voice.app.simulate import simulate_call
 from voice.audio import ASR_SAMPLE_RATE, read_audio, resample
+from voice.inference.batching import BatchingTranscriber
 
 COHORT_AUDIO = Path(__file__).resolve().parents[1] / "cohorts" / "retail_billing" / "audio"
 
@@ -49,6 +53,47 @@ def test_a_noisy_callers_request_is_heard_in_the_menus_words(engines):
     primed = engines.transcriber.transcribe(speech, ASR_SAMPLE_RATE, hint=hint).text.lower()
     assert "refund" in primed and "broken" in primed, primed
     assert "refund" not in plain, plain  # else this recording no longer shows the hint's effect
+
+
+
+def _noise_burst(seed: int) -> np.ndarray:
+    """1.5 s of line silence with a 0.2 s burst of noise in it (a cough, a knock), 16 kHz."""
+    rng = np.random.default_rng(seed)
+    clip = np.zeros(int(1.5 * ASR_SAMPLE_RATE))
+    start = int(0.6 * ASR_SAMPLE_RATE)
+    clip[start:start + int(0.2 * ASR_SAMPLE_RATE)] = rng.normal(0, 6000, int(0.2 * ASR_SAMPLE_RATE))
+    return clip.astype(np.int16)
+
+
+async def test_priming_does_not_turn_a_noise_burst_into_words(engines, settings):
+    """Primed, Whisper's own no-speech score for a noise burst falls under the threshold and
+    tiny.en writes "Okay." with some confidence; the decision is taken from the unprimed decode,
+    so the burst is dropped as it is unprimed: alone and in a batched pass."""
+    transcriber = engines.transcriber
+    hint = load_menu(None).speech_hint()
+    burst = _noise_burst(0)
+    assert transcriber.transcribe(burst, ASR_SAMPLE_RATE).is_empty
+    primed = transcriber.transcribe(burst, ASR_SAMPLE_RATE, hint=hint)
+    assert primed.is_empty and (primed.dropped or "").startswith("no-speech unprimed"), primed
+    # without the unprimed step the prompt's own score would have let text through
+    audio_s, window = transcriber.encoder_window(burst)
+    encoded = transcriber.model.model.encode(ctranslate2.StorageView.from_array(window[None]),
+                                             to_cpu=False)
+    prompt = transcriber.prompt("en", hint)
+    raw = transcriber.model.model.generate(encoded, [prompt], max_length=len(prompt) + 20,
+                                           **transcriber.generate_options())[0]
+    assert not transcriber.is_no_speech(raw, "en") and transcriber.is_no_speech(
+        transcriber.model.model.generate(encoded, [transcriber.prompt("en")], max_length=20,
+                                         **transcriber.generate_options())[0], "en")
+
+    asr = BatchingTranscriber(transcriber.model, settings.asr, budget_ms=20_000)
+    try:
+        got = await asyncio.gather(asr.transcribe(burst, hint=hint),
+                                   asr.transcribe(_noise_burst(1), hint=hint))
+    finally:
+        await asr.aclose()
+    assert [batch.size for batch in asr.batches] == [2]
+    assert all(t.is_empty for t in got), [t.text for t in got]
 
 
 class _AsksForDigits:

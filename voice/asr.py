@@ -11,7 +11,11 @@ window.
 A ``hint`` (the words the caller is likely to say: the menu's topics while the caller may say
 anything) goes in as Whisper's previous-text prompt, as faster-whisper's ``initial_prompt``
 does; Whisper continues in the words it is primed with, which is how a telephone IVR's
-recognizer is given its grammar.
+recognizer is given its grammar. A prompt also lowers Whisper's no-speech probability and raises
+its confidence (primed, tiny.en wrote "Okay." for a 0.2 s noise burst it drops unprimed), so a
+primed turn is dropped as no-speech whenever the same audio would be unprimed
+(``unprimed_no_speech``: one decoder step, and a full unprimed decode only for audio that step
+finds suspect).
 
 Whisper invents text on silence, so callers of ``transcribe`` pass voiced audio only (the VAD
 cuts it); segments Whisper itself scores as no-speech are still dropped here.
@@ -54,6 +58,11 @@ class Transcript:
     @property
     def is_empty(self) -> bool:
         return not self.text
+
+
+def is_primed(hint: str | None) -> bool:
+    """Whether ``hint`` primes the decoder (a blank one does not)."""
+    return bool(hint and hint.strip())
 
 
 def max_length(prompt_tokens: int, audio_s: float) -> int:
@@ -100,7 +109,9 @@ class WhisperTranscriber:
         result = self.model.model.generate(
             encoded, [prompt], max_length=max_length(len(prompt), audio_s),
             **self.generate_options())[0]
-        return self.transcript(result, language, audio_s, started)
+        no_speech = self.unprimed_no_speech(encoded, [language], [audio_s])[0] \
+            if is_primed(hint) else None
+        return self.transcript(result, language, audio_s, started, no_speech)
 
     # The steps of ``transcribe``, shared with the cross-call batch path
     # (voice/inference/batching.py) so that both apply the same window and rules.
@@ -127,12 +138,42 @@ class WhisperTranscriber:
             return ["en"] * batch
         return [r[0][0][2:-2] for r in self.model.model.detect_language(encoded)]
 
+    def unprimed_no_speech(self, encoded: ctranslate2.StorageView, languages: list[str],
+                           audio_s: list[float]) -> list[float | None]:
+        """For a primed pass: each window's no-speech probability where, decoded without the
+        prompt, it would be dropped as no-speech; None where it would not. One decoder step
+        scores every window; only those it finds suspect (rare for speech) are decoded in full,
+        because the drop rule also needs the unprimed text's confidence."""
+        prompts = [self.prompt(language) for language in languages]
+        probes = self.model.model.generate(
+            encoded, prompts, max_length=max(len(p) for p in prompts) + 1, beam_size=1,
+            return_no_speech_prob=True)
+        threshold = self.settings.no_speech_threshold
+        if all(probe.no_speech_prob <= threshold for probe in probes):
+            return [None] * len(prompts)
+        cap = max(max_length(len(p), seconds) for p, seconds in zip(prompts, audio_s, strict=True))
+        results = self.model.model.generate(encoded, prompts, max_length=cap,
+                                            **self.generate_options())
+        return [result.no_speech_prob if self.is_no_speech(result, language) else None
+                for result, language in zip(results, languages, strict=True)]
+
+    def is_no_speech(self, result: WhisperGenerationResult, language: str) -> bool:
+        """faster-whisper's rule: Whisper scores the window no-speech and the text it wrote is
+        not confident either."""
+        return result.no_speech_prob > self.settings.no_speech_threshold and \
+            self.avg_logprob(result, language) < self.settings.log_prob_threshold
+
+    def avg_logprob(self, result: WhisperGenerationResult, language: str) -> float:
+        """Mean log-probability of the result's tokens and its end of text."""
+        eot = self._tokenizer(language).eot
+        return result.scores[0] / max(1, len([t for t in result.sequences_ids[0] if t < eot]) + 1)
+
     def prompt(self, language: str, hint: str | None = None) -> list[int]:
         """Decoder prompt: the hint as previous text (its last ``MAX_HINT_TOKENS``), then the
         start-of-transcript sequence without timestamps."""
         tokenizer = self._tokenizer(language)
         primed = []
-        if hint and hint.strip():
+        if is_primed(hint):
             primed = [tokenizer.sot_prev] + \
                 tokenizer.encode(" " + hint.strip())[-MAX_HINT_TOKENS:]
         return primed + list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
@@ -144,17 +185,17 @@ class WhisperTranscriber:
                     repetition_penalty=1.0)
 
     def transcript(self, result: WhisperGenerationResult, language: str, audio_s: float,
-                   started: float) -> Transcript:
-        """The transcript of one generation result, dropped if Whisper scores it no-speech."""
+                   started: float, unprimed_no_speech: float | None = None) -> Transcript:
+        """The transcript of one generation result, dropped if Whisper scores it no-speech, or
+        if it was primed and ``unprimed_no_speech`` says the audio would be dropped unprimed."""
         tokenizer = self._tokenizer(language)
-        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-        text = tokenizer.decode(tokens).strip()
-        length = max(1, len(tokens) + 1)
-        avg_logprob = result.scores[0] / length
-        dropped = None
-        if result.no_speech_prob > self.settings.no_speech_threshold and \
-                avg_logprob < self.settings.log_prob_threshold:
-            dropped, text = f"no-speech ({result.no_speech_prob:.2f})", ""
-        return Transcript(text=text, language=language, no_speech_prob=result.no_speech_prob,
-                          avg_logprob=avg_logprob, audio_s=audio_s,
+        text = tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip()
+        no_speech_prob, dropped = result.no_speech_prob, None
+        if unprimed_no_speech is not None:
+            no_speech_prob = unprimed_no_speech
+            dropped, text = f"no-speech unprimed ({no_speech_prob:.2f})", ""
+        elif self.is_no_speech(result, language):
+            dropped, text = f"no-speech ({no_speech_prob:.2f})", ""
+        return Transcript(text=text, language=language, no_speech_prob=no_speech_prob,
+                          avg_logprob=self.avg_logprob(result, language), audio_s=audio_s,
                           elapsed_ms=(time.perf_counter() - started) * 1000, dropped=dropped)

@@ -40,7 +40,7 @@ import numpy as np
 from faster_whisper import WhisperModel
 
 from voice.app.settings import AsrSettings
-from voice.asr import Transcript, WhisperTranscriber, max_length, window_frames
+from voice.asr import Transcript, WhisperTranscriber, is_primed, max_length, window_frames
 from voice.audio import ASR_SAMPLE_RATE
 
 RUN_TIME_SMOOTHING = 0.3  # weight of the newest batch in the expected run time
@@ -245,14 +245,17 @@ class BatchingTranscriber:
                                                                         strict=True)]
         results = model.generate(encoded, prompts, max_length=max(caps),
                                  **single.generate_options())
+        no_speech = single.unprimed_no_speech(encoded, languages, [a for a, _ in prepared]) \
+            if is_primed(hint) else [None] * len(batch)
         transcripts, reruns = [], 0
-        for samples, (audio_s, _), language, cap, result in zip(
-                batch, prepared, languages, caps, results, strict=True):
+        for samples, (audio_s, _), language, cap, result, unprimed in zip(
+                batch, prepared, languages, caps, results, no_speech, strict=True):
             # CTranslate2 stopped Whisper at max_length // 2 new tokens here (tiny.en, measured);
             # rerun with a margin rather than rely on that count.
             if cap < max(caps) and len(result.sequences_ids[0]) >= cap // 2 - 2:
                 transcripts.append(single.transcribe(samples, ASR_SAMPLE_RATE, hint=hint))
                 reruns += 1
             else:
-                transcripts.append(single.transcript(result, language, audio_s, started))
+                transcripts.append(single.transcript(result, language, audio_s, started,
+                                                     unprimed))
         return transcripts, reruns
