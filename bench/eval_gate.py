@@ -10,8 +10,9 @@ out): one intent's examples cut to its first ("billing_question": "I have a ques
 bill"), and the routing threshold raised
 (high_confidence 0.97, per-intent thresholds dropped). The working bundle's run time is the
 gate's as CI runs it (candidate and baseline the same content: the cohort runs once). The
-working bundle also runs with ASR unprimed (``asr.speech_hints: false``), the lever measured
-beside it in the same run.
+working bundle also runs with ASR unprimed (``asr.speech_hints: false``), and with the
+classifier's former default out-of-scope score (``rejection_score: blend``; ``contrast`` is the
+default now), the levers measured beside it in the same run.
 
 Writes bench/results/eval_gate.md, eval_gate.json and eval_gate.png.
 """
@@ -73,12 +74,18 @@ def main() -> None:
     runs, seconds, factories = {}, {}, {}
     base_name = "working (shipped menu)"
     unprimed_name = "working, ASR unprimed (asr.speech_hints false)"
+    blend_name = "working, blend score (rejection_score: blend)"
+    blend = FlowBundle(version="", menu=working.menu.model_copy(
+        update={"rejection_score": "blend"}), prompt=working.prompt, tools=working.tools,
+        models=working.models)
+    blend.version = f"blend+{blend.digest[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         settings.call.crm_url = demo_crm_url(Path(tmp))
         unprimed = settings.model_copy(update={"asr": settings.asr.model_copy(
             update={"speech_hints": False})})
         for name, bundle, run_settings in [(base_name, working, settings),
                                            (unprimed_name, working, unprimed),
+                                           (blend_name, blend, settings),
                                            *((n, b, settings) for n, b in candidates.items())]:
             started = time.perf_counter()
             factories[name] = HandlerFactory(run_settings, bundle)
@@ -168,7 +175,7 @@ def plot(data: dict) -> None:
     ax.set_xticks(x, [r.replace("_", "\n") for r in RATES], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("rate")
-    ax.set_title(f"Spoken cohort ({data['calls']} calls): shipped menu, unprimed ASR, broken "
+    ax.set_title(f"Spoken cohort ({data['calls']} calls): shipped menu, its levers, broken "
                  "candidates")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -59,7 +59,8 @@ def check_menu(menu: MenuConfig, embedder, *, folds: int | None = None, similar:
                classifier_options: dict | None = None) -> CheckReport:
     started = time.perf_counter()
     texts, labels = menu.training_data()
-    classifier = IntentClassifier(embedder, folds=folds, **(classifier_options or {}))
+    options = {**menu.classifier_options(), **(classifier_options or {})}
+    classifier = IntentClassifier(embedder, folds=folds, **options)
     groups = list(range(len(texts)))
     if classifier.augment:
         texts_all, labels_all, groups = classifier.rewrite(texts, labels)

@@ -59,8 +59,11 @@ class Prediction:
 #: probability: the best in-scope class probability (the old rule; shrinks as classes multiply);
 #: margin: best minus second probability; energy: log-sum-exp of the in-scope logits;
 #: nearest: cosine to the closest training example of an in-scope intent;
-#: blend: probability + nearest - 1 (0..1 + 0..1, minus one).
-SCORES = ("probability", "margin", "energy", "nearest", "blend")
+#: blend: probability + nearest - 1 (0..1 + 0..1, minus one);
+#: contrast: blend measured against the menu's out-of-scope examples: best in-scope probability
+#: minus the out-of-scope class's, plus the cosine to the nearest in-scope example minus the
+#: cosine to the nearest out-of-scope one (blend + 1 for a menu without such examples).
+SCORES = ("probability", "margin", "energy", "nearest", "blend", "contrast")
 #: From this many examples (not counting rewrites) the cross-validation uses 3 folds, not 5.
 LARGE = 1000
 
@@ -161,7 +164,7 @@ class IntentClassifier:
 
     def __init__(self, embedder, *, oos_threshold: float | str = "auto",
                  oos_labels: tuple[str, ...] = (OUT_OF_SCOPE, "oos"),
-                 lexical_weight: float = 0.5, C: float = 20.0, rejection_score: str = "blend",
+                 lexical_weight: float = 0.5, C: float = 20.0, rejection_score: str = "contrast",
                  folds: int | None = None, augment: bool = False, keep: float = 0.99) -> None:
         if lexical_weight < 0:
             raise ValueError(f"lexical_weight must be 0 or more, got {lexical_weight}")
@@ -190,6 +193,7 @@ class IntentClassifier:
         self.held_out: HeldOut | None = None  # the cross-validation behind an "auto" threshold
         self._weights: tuple[np.ndarray, np.ndarray] | None = None  # the head, split, contiguous
         self._in_scope_vectors: np.ndarray | None = None  # for the "nearest" score
+        self._oos_vectors: np.ndarray | None = None  # for the "contrast" score
         self._warned_no_texts = False
         self._encoded = False  # the encoder has run once in this process (for warm_up)
 
@@ -265,6 +269,10 @@ class IntentClassifier:
         self.labels = list(self.head.classes_)
         in_scope = [i for i, label in enumerate(labels) if label not in self.oos_labels]
         self._in_scope_vectors = np.ascontiguousarray(vectors[in_scope], dtype=np.float32)
+        out_of_scope = [i for i, label in enumerate(labels) if label in self.oos_labels]
+        self._oos_vectors = np.ascontiguousarray(vectors[out_of_scope], dtype=np.float32)
+        self._oos_index = np.array([i for i, label in enumerate(self.labels)
+                                    if label in self.oos_labels], dtype=int)
         self._in_scope_index = np.array([i for i, label in enumerate(self.labels)
                                          if label not in self.oos_labels])
 
@@ -287,7 +295,7 @@ class IntentClassifier:
                                     oos_labels=tuple(self.oos_labels),
                                     lexical_weight=self.lexical_weight, C=self.C)
             part._train(vectors[train], [texts[i] for i in train], [labels[i] for i in train])
-            probs, scores = part._scored(vectors[test], [texts[i] for i in test], "blend")
+            probs, scores = part._scored(vectors[test], [texts[i] for i in test], "contrast")
             for row, p, sc in zip(test, probs, scores):
                 best = str(part.labels[int(np.argmax(p))])
                 inner = part._in_scope_index
@@ -360,13 +368,18 @@ class IntentClassifier:
         best = in_probs[:, -1]
         margin = best - (in_probs[:, -2] if in_probs.shape[1] > 1 else 0.0)
         energy = logsumexp(logits[:, inner], axis=1)
-        if wanted in ("nearest", "blend") and len(self._in_scope_vectors):
-            nearest = (vectors.astype(np.float32) @ self._in_scope_vectors.T).max(axis=1)
-        else:
-            nearest = np.zeros(len(vectors))
+        vectors = vectors.astype(np.float32)
+        nearest, nearest_oos = np.zeros(len(vectors)), np.zeros(len(vectors))
+        if wanted in ("nearest", "blend", "contrast") and len(self._in_scope_vectors):
+            nearest = (vectors @ self._in_scope_vectors.T).max(axis=1)
+        if wanted == "contrast" and len(self._oos_vectors):
+            nearest_oos = (vectors @ self._oos_vectors.T).max(axis=1)
+        p_oos = probabilities[:, self._oos_index].sum(axis=1)
         scores = [{"probability": float(b), "margin": float(m), "energy": float(e),
-                   "nearest": float(n), "blend": float(b + n - 1.0)}
-                  for b, m, e, n in zip(best, margin, energy, nearest)]
+                   "nearest": float(n), "blend": float(b + n - 1.0),
+                   "contrast": float(b - po + n - no)}
+                  for b, m, e, n, po, no in zip(best, margin, energy, nearest, p_oos,
+                                                nearest_oos)]
         return probabilities, scores
 
     def predict_many(self, texts: list[str]) -> list[Prediction]:

@@ -55,6 +55,11 @@ class MenuConfig(BaseModel):
         None, description="Words and phrases callers use for this menu. ASR is primed with them "
         "while the caller may say anything (docs/intents.md). None: the in-scope intents' names "
         "as words; []: no priming.")
+    rejection_score: Literal["probability", "margin", "energy", "nearest", "blend",
+                             "contrast"] | None = Field(
+        None, description="The score the classifier's out-of-scope threshold is set on, from "
+        "the menu's own cross-validation (docs/intents.md). None: the classifier's default "
+        "(contrast).")
     intents: list[IntentSpec]
 
     @model_validator(mode="after")
@@ -68,6 +73,10 @@ class MenuConfig(BaseModel):
         if self.low_confidence >= self.high_confidence:
             raise ValueError("low_confidence must be below high_confidence")
         return self
+
+    def classifier_options(self) -> dict[str, str]:
+        """The menu's own choices for ``IntentClassifier`` (none: its defaults)."""
+        return {"rejection_score": self.rejection_score} if self.rejection_score else {}
 
     def by_digit(self, digit: str) -> IntentSpec | None:
         return next((i for i in self.intents if i.dtmf == digit), None)

@@ -50,7 +50,7 @@ def take_shots(texts: list[str], labels: list[str], shots: int, seed: int
 
 def evaluate(train: Path | str, test: Path | str, *, embedder, shots: int | None = None,
              seed: int = 0, oos_threshold: float | str = "auto", augment: bool = False,
-             rejection_score: str = "blend") -> dict:
+             rejection_score: str = "contrast") -> dict:
     train_texts, train_labels = read_labelled(train)
     if shots:
         train_texts, train_labels = take_shots(train_texts, train_labels, shots, seed)

@@ -70,10 +70,34 @@ def test_speech_hints_are_part_of_the_bundle_and_its_diff():
     # A menu that sets none digests as before the field existed: its stored evals still count.
     unset = working.menu.model_dump(mode="json")
     unset.pop("speech_hints")
+    unset.pop("rejection_score")
     content = {"menu": unset, "prompt": working.prompt, "tools": working.tools,
                "models": working.models}
     assert working.digest == hashlib.sha256(
         json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def test_the_rejection_score_is_the_menus_choice_and_part_of_its_bundle():
+    """A menu may choose the score its out-of-scope threshold is set on; the choice is a new
+    version, shows in the diff, and is what `ivr intents check` (and the served classifier)
+    use."""
+    from intents.check import check_menu
+    from intents.classifier import IntentClassifier
+    from models.registry import shared_registry
+
+    embedder = shared_registry().embedder()
+    working = working_bundle()
+    assert working.menu.rejection_score is None and working.menu.classifier_options() == {}
+    blend = type(working)(version="", menu=working.menu.model_copy(
+        update={"rejection_score": "blend"}), prompt=working.prompt, tools=working.tools,
+        models=working.models)
+    assert blend.digest != working.digest
+    assert diff_bundles(working, blend) == ["menu rejection_score: None -> blend"]
+    assert check_menu(blend.menu, embedder).rejection["score"] == "blend"
+    assert check_menu(working.menu, embedder).rejection["score"] == \
+        IntentClassifier(embedder).rejection_score == "contrast"
+    with pytest.raises(ValueError, match="rejection_score"):
+        working.menu.model_validate({**working.menu.model_dump(), "rejection_score": "vibes"})
 
 
 def _settings_file(tmp_path: Path) -> Path:
@@ -135,13 +159,18 @@ def test_a_promotion_reaches_new_calls_and_calls_in_progress_keep_their_version(
     first = factory.bundle.version
     in_progress = factory.new()
     assert follower.check() is False  # nothing promoted: the working files
-    strict = save_bundle(broken(factory.bundle, high=0.9), settings.flows.bundles_dir, "strict")
+    candidate = broken(factory.bundle, high=0.9)
+    candidate.menu = candidate.menu.model_copy(update={"rejection_score": "blend"})
+    strict = save_bundle(candidate, settings.flows.bundles_dir, "strict")
     store.set_active("strict", strict.digest, action="promote", reason="test", forced=True)
     assert follower.check() is True
     new = factory.new()
     assert new.state.flow_version == "strict" and new.menu.high_confidence == 0.9
     assert in_progress.state.flow_version == first
     assert in_progress.menu.high_confidence == 0.55
+    # the menu's rejection score is the one its served classifier uses
+    assert new.classifier.rejection.score == "blend"
+    assert in_progress.classifier.rejection.score == "contrast"
     # A promoted version whose files changed afterwards is not taken.
     (tmp_path / "flows" / "strict" / "menu.yaml").write_text(
         (tmp_path / "flows" / "strict" / "menu.yaml").read_text().replace("0.9", "0.8"))

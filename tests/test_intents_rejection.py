@@ -72,7 +72,7 @@ def test_folds_keep_an_example_with_its_rewrites_and_never_hold_out_a_lone_examp
 def test_the_shipped_menu_gets_its_threshold_from_cross_validation(menu, embedder):
     clf = IntentClassifier(embedder).fit(*menu.training_data())
     rejection = clf.rejection
-    assert rejection.source == "cross-validation" and rejection.score == "blend"
+    assert rejection.source == "cross-validation" and rejection.score == "contrast"
     assert rejection.held_out == len(menu.training_data()[0]) - 7
     assert rejection.held_out_oos == 7
     assert 0.5 < rejection.estimated_in_scope_accuracy <= 1

@@ -59,9 +59,10 @@ class FlowBundle:
     @property
     def digest(self) -> str:
         """sha256 of the content (not of who made it, or when): equal digests behave alike."""
-        # A menu without its own speech hints digests as it did before the field existed, so
-        # the eval runs stored for it still count as its evidence.
-        unset = {"speech_hints"} if self.menu.speech_hints is None else None
+        # A menu without its own speech hints or rejection score digests as it did before the
+        # fields existed, so the eval runs stored for it still count as its evidence.
+        unset = {name for name in ("speech_hints", "rejection_score")
+                 if getattr(self.menu, name) is None} or None
         content = {"menu": self.menu.model_dump(mode="json", exclude=unset), "prompt": self.prompt,
                    "tools": self.tools, "models": self.models}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -14,7 +14,7 @@ from intents.config import IntentSpec
 from intents.flows.bundle import FlowBundle
 
 _MENU_SETTINGS = ("high_confidence", "low_confidence", "llm_fallback", "llm_fallback_timeout_s",
-                  "slot_lengths")
+                  "slot_lengths", "rejection_score")
 
 
 def _route(spec: IntentSpec) -> str:

@@ -57,7 +57,8 @@ class HandlerFactory:
                              "(an OpenAI-compatible URL)")
         menu = bundle.menu
         embedder = embedder_for(settings)
-        classifier = IntentClassifier(embedder).fit(*menu.training_data())
+        classifier = IntentClassifier(embedder, **menu.classifier_options()).fit(
+            *menu.training_data())
         # One client for every call, and a menu that asks for it without an LLM URL fails here,
         # at start-up, rather than on the first call.
         fallback = LlmFallback.from_menu(menu, self._llm_url)
