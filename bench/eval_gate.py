@@ -1,7 +1,7 @@
 """The spoken regression gate on the shipped cohort: how long it takes, what the shipped menu
 scores, and whether it catches two deliberately broken candidates.
 
-    .venv/bin/python -m bench.eval_gate [--jobs 2]
+    .venv/bin/python -m bench.eval_gate [--jobs 2] [--also DIR]
 
 Runs the full cohort (cohorts/retail_billing) through the call core for the working flow
 bundle (the baseline), then for two broken candidates, each compared with the baseline as
@@ -12,7 +12,10 @@ bill"), and the routing threshold raised
 gate's as CI runs it (candidate and baseline the same content: the cohort runs once). The
 working bundle also runs with ASR unprimed (``asr.speech_hints: false``), and with the
 classifier's former default out-of-scope score (``rejection_score: blend``; ``contrast`` is the
-default now), the levers measured beside it in the same run.
+default now), the levers measured beside it in the same run. ``--also DIR`` runs it on a
+diagnostic copy of the cohort too: ``make_cohort.py SPEECH --piper DIR`` has the same calls and
+channel with the synthesized callers in re-timbred Piper voices (bench/voices.py) instead of
+espeak-ng's formant voices, which tells the ASR's share of the failures from the rest.
 
 Writes bench/results/eval_gate.md, eval_gate.json and eval_gate.png.
 """
@@ -63,6 +66,10 @@ def broken(bundle: FlowBundle, *, drop_examples: str | None = None,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--also", type=Path, action="append", default=[],
+                        help="a diagnostic copy of the cohort (make_cohort.py --clean DIR or "
+                        "--piper DIR: the same calls in other voices or channel) to run the "
+                        "working bundle on too")
     args = parser.parse_args()
     settings = IvrSettings()
     cohort = load_cohort(COHORT)
@@ -93,6 +100,17 @@ def main() -> None:
                                                 realtime=False, jobs=args.jobs))
             seconds[name] = time.perf_counter() - started
             print(f"{name}: {seconds[name]:.0f} s", flush=True)
+        for folder in args.also:  # the same calls and expectations, other recordings
+            variant = load_cohort(folder)
+            if [c.id for c in variant.calls] != [c.id for c in cohort.calls]:
+                raise SystemExit(f"{folder}: not a copy of {COHORT} (other calls)")
+            name = f"working, cohort {variant.cohort}"
+            started = time.perf_counter()
+            factories[name] = HandlerFactory(settings, working)
+            runs[name] = asyncio.run(run_bundle(prepare(variant)[0], factories[name], settings,
+                                                realtime=False, jobs=args.jobs))
+            seconds[name] = time.perf_counter() - started
+            print(f"{name}: {seconds[name]:.0f} s", flush=True)
         base = runs[base_name]
         verdicts = {}
         for name, bundle in candidates.items():  # as `ivr eval` judges: changed calls rerun
@@ -104,7 +122,7 @@ def main() -> None:
                                  settings, False, args.jobs) if first.changed else set()
             verdicts[name] = compare(cohort.calls, base, runs[name], Tolerances(), unstable)
     data = {"machine": machine(), "load_average": os.getloadavg(), "calls": len(cohort.calls),
-            "jobs": args.jobs, "seconds": seconds,
+            "jobs": args.jobs, "seconds": seconds, "also": [str(d) for d in args.also],
             "metrics": {n: metrics(cohort.calls, o) for n, o in runs.items()},
             "per_intent": {n: per_intent(cohort.calls, o) for n, o in runs.items()},
             "verdicts": {n: {"passed": v.passed, "regressions": v.regressions,
@@ -125,8 +143,13 @@ def write_markdown(data: dict, base_name: str) -> None:
              f"{', '.join(f'{x:.1f}' for x in data['load_average'])} (shared with other "
              f"work). {data['calls']} calls, {data['jobs']} at once, faster than real time "
              "(waits below are processing times under that load, not what a caller hears).",
-             "", "Reproduce: `.venv/bin/python -m bench.eval_gate`; the gate itself: "
-             "`ivr eval cohorts/retail_billing` (`make gate`).", "",
+             "", "Reproduce: `.venv/bin/python -m bench.eval_gate"
+             + "".join(f" --also {Path(d).name}" for d in data.get("also", []))
+             + "`; the gate itself: `ivr eval cohorts/retail_billing` (`make gate`)."
+             + (" The `--also` cohorts are the shipped calls rebuilt by "
+                "`cohorts/retail_billing/make_cohort.py SPEECH_DIR --piper DIR` (or `--clean`): "
+                "same scripts, expectations and channel draws, other voices."
+                if data.get("also") else ""), "",
              "| measure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for rate in RATES:
         lines.append(f"| {rate} | " + " | ".join(

