@@ -51,6 +51,12 @@ class ModelSettings(BaseModel):
         "'unix:var/inference.sock' or '127.0.0.1:50051': ASR, TTS and embeddings then run there "
         "and this process loads only the VAD. None: every model in this process (the embedded "
         "default).")
+    blas_threads: int = Field(
+        1, ge=0, description="Threads of numpy's BLAS (OpenBLAS) in this process; 0 leaves it "
+        "as loaded (one per core). The per-utterance math numpy does (the intent head, the "
+        "nearest-example search) is small, and a second BLAS thread left spinning beside the "
+        "models' own pools (PyTorch, CTranslate2, ONNX Runtime) slowed the MiniLM encoding that "
+        "follows it from about 8 to 12-18 ms on a 2-core host.")
     embedding_model: str = Field(
         "all-MiniLM-L6-v2", description="Bundled name or a sentence-transformers directory.")
     cache_dir: str | None = Field(

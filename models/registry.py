@@ -45,6 +45,7 @@ class ModelRegistry:
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self._lock = threading.Lock()  # guards the two dicts, never held while loading
         self._assembly_lock = threading.Lock()
+        limit_blas_threads(self.settings.blas_threads)
 
     def _cached(self, key: Hashable, load: Callable[[], T]) -> T:
         """The instance for ``key``, loading it once; other keys load concurrently."""
@@ -178,7 +179,9 @@ class ModelRegistry:
 
             transformers_logging.disable_progress_bar()  # a bar per load clutters `ivr` output
 
-            return SentenceTransformer(str(path), device=device, local_files_only=True)
+            model = SentenceTransformer(str(path), device=device, local_files_only=True)
+            limit_blas_threads(self.settings.blas_threads)  # and any BLAS loaded with it
+            return model
 
         return self._cached(("embedder", str(path), device), load)
 
@@ -187,6 +190,16 @@ class ModelRegistry:
         return locate.llm_gguf_file(self.settings.llm_model_path)
 
     # -- check -------------------------------------------------------------------------------
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Cap the BLAS libraries loaded in this process (numpy's OpenBLAS) at ``threads``; 0 leaves
+    them alone. threadpoolctl (scikit-learn's own tool for this) because OPENBLAS_NUM_THREADS
+    only counts before numpy is imported, which a library cannot promise."""
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads, user_api="blas")
 
 
 _shared: ModelRegistry | None = None

@@ -161,6 +161,20 @@ def test_joining_parts_is_atomic(tmp_path):
 # -- embeddings and VAD ----------------------------------------------------------------------
 
 
+def test_numpys_blas_runs_one_thread_unless_told_otherwise(registry):
+    """The per-utterance numpy math is small; a second BLAS thread spinning beside the models'
+    own pools slowed the MiniLM encoding after it (models.blas_threads)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    registry.embedder()
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas), blas
+    with threadpool_limits(2, user_api="blas"):
+        ModelRegistry(ModelSettings(blas_threads=0))  # 0: left as it is
+        assert all(pool["num_threads"] == 2 for pool in threadpool_info()
+                   if pool["user_api"] == "blas")
+
+
 def test_embeddings_put_paraphrases_closer_than_unrelated_requests(registry):
     model = registry.embedder()
     v = model.encode(["I want to know where my parcel is", "track my order",
