@@ -128,7 +128,9 @@ def main() -> None:
             "verdicts": {n: {"passed": v.passed, "regressions": v.regressions,
                              "changed": v.changed, "unstable": v.unstable}
                          for n, v in verdicts.items()},
-            "calls_detail": {cid: o.to_dict() for cid, o in base.items()}}
+            "calls_detail": {cid: o.to_dict() for cid, o in base.items()},
+            "also_detail": {name: {cid: o.to_dict() for cid, o in runs[name].items()}
+                            for name in runs if name.startswith("working, cohort ")}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "eval_gate.json").write_text(json.dumps(data, indent=1, default=str))
     write_markdown(data, base_name)
@@ -144,7 +146,7 @@ def write_markdown(data: dict, base_name: str) -> None:
              f"work). {data['calls']} calls, {data['jobs']} at once, faster than real time "
              "(waits below are processing times under that load, not what a caller hears).",
              "", "Reproduce: `.venv/bin/python -m bench.eval_gate"
-             + "".join(f" --also {Path(d).name}" for d in data.get("also", []))
+             + "".join(f" --also {d}" for d in data.get("also", []))
              + "`; the gate itself: `ivr eval cohorts/retail_billing` (`make gate`)."
              + (" The `--also` cohorts are the shipped calls rebuilt by "
                 "`cohorts/retail_billing/make_cohort.py SPEECH_DIR --piper DIR` (or `--clean`): "
@@ -173,11 +175,15 @@ def write_markdown(data: dict, base_name: str) -> None:
             lines.append(f"- `{c['id']}`{' (worse)' if c['got_worse'] else ''}: "
                          f"{c['baseline']} -> {c['candidate']}")
         lines.append("")
-    lines += ["## Calls the shipped menu did not complete, and what ASR heard", ""]
-    for cid, c in data["calls_detail"].items():
-        if not c["completed"]:
-            failed = ", ".join(k for k, ok in c["checks"].items() if not ok)
-            lines.append(f"- `{cid}` ({failed}): heard {c['heard']}")
+    for title, detail in [("the shipped menu", data["calls_detail"]),
+                          *((f"the shipped menu on {name.removeprefix('working, cohort ')}",
+                             calls) for name, calls in data.get("also_detail", {}).items())]:
+        lines += [f"## Calls {title} did not complete, and what ASR heard", ""]
+        for cid, c in detail.items():
+            if not c["completed"]:
+                failed = ", ".join(k for k, ok in c["checks"].items() if not ok)
+                lines.append(f"- `{cid}` ({failed}): heard {c['heard']}")
+        lines.append("")
     (RESULTS / "eval_gate.md").write_text("\n".join(lines) + "\n")
 
 
