@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
@@ -36,7 +37,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from intents.augment import augment as spoken_rewrites
-from intents.config import OUT_OF_SCOPE
+from intents.config import OUT_OF_SCOPE, RejectionScore
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Prediction:
 #: contrast: blend measured against the menu's out-of-scope examples: best in-scope probability
 #: minus the out-of-scope class's, plus the cosine to the nearest in-scope example minus the
 #: cosine to the nearest out-of-scope one (blend + 1 for a menu without such examples).
-SCORES = ("probability", "margin", "energy", "nearest", "blend", "contrast")
+SCORES: tuple[str, ...] = get_args(RejectionScore)
 #: From this many examples (not counting rewrites) the cross-validation uses 3 folds, not 5.
 LARGE = 1000
 
@@ -368,7 +369,7 @@ class IntentClassifier:
         best = in_probs[:, -1]
         margin = best - (in_probs[:, -2] if in_probs.shape[1] > 1 else 0.0)
         energy = logsumexp(logits[:, inner], axis=1)
-        vectors = vectors.astype(np.float32)
+        vectors = vectors.astype(np.float32, copy=False)
         nearest, nearest_oos = np.zeros(len(vectors)), np.zeros(len(vectors))
         if wanted in ("nearest", "blend", "contrast") and len(self._in_scope_vectors):
             nearest = (vectors @ self._in_scope_vectors.T).max(axis=1)

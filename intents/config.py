@@ -22,6 +22,11 @@ class Route(BaseModel):
     target: str = Field(description="Self-service flow name or human queue name.")
 
 
+#: The scores the classifier can set its out-of-scope threshold on (intents/classifier.py says
+#: what each is).
+RejectionScore = Literal["probability", "margin", "energy", "nearest", "blend", "contrast"]
+
+
 class IntentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -55,8 +60,7 @@ class MenuConfig(BaseModel):
         None, description="Words and phrases callers use for this menu. ASR is primed with them "
         "while the caller may say anything (docs/intents.md). None: the in-scope intents' names "
         "as words; []: no priming.")
-    rejection_score: Literal["probability", "margin", "energy", "nearest", "blend",
-                             "contrast"] | None = Field(
+    rejection_score: RejectionScore | None = Field(
         None, description="The score the classifier's out-of-scope threshold is set on, from "
         "the menu's own cross-validation (docs/intents.md). None: the classifier's default "
         "(contrast).")

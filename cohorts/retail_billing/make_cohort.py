@@ -99,6 +99,7 @@ class Builder:
         self.calls: list[dict] = []
         self.sources: dict[str, dict] = {}
         self.voice_i = 0
+        self.piper_i = -1  # the re-timbred Piper voice last used (--piper)
         (HERE / "audio").mkdir(exist_ok=True)
 
     def _save(self, name: str, chunk: AudioChunk, source: str) -> str:
@@ -113,10 +114,9 @@ class Builder:
             self.voice_i += 1
         speed, pitch = self.rng.randint(135, 160), self.rng.randint(40, 60)
         if PIPER:  # the same draws as espeak's, so the channel's draws match too
-            sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
             from bench.voices import piper_caller, piper_variant_name
 
-            self.piper_i = getattr(self, "piper_i", -1) + 1
+            self.piper_i += 1
             return self._save(name, piper_caller(text, self.piper_i),
                               f"{piper_variant_name(self.piper_i)}: {text!r}")
         return self._save(name, espeak(text, voice, speed, pitch),
@@ -301,6 +301,8 @@ if __name__ == "__main__":
         if flag in sys.argv:
             NOISY = flag != "--clean"
             PIPER = flag == "--piper"
+            if PIPER:  # bench/voices.py, from the repository this script sits in
+                sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
             HERE = Path(sys.argv[sys.argv.index(flag) + 1])
             HERE.mkdir(parents=True, exist_ok=True)
     main(Path(sys.argv[1]))
